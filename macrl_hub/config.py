@@ -1,0 +1,116 @@
+"""The training configuration: one dataclass, overridable from the command line, stored in checkpoints."""
+import argparse
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+__all__ = ['TrainConfig', 'add_dataclass_args', 'config_from_args', 'parse_duration', 'MACRL_KEYS']
+
+#: TrainConfig fields passed to `MACRL(...)`.
+MACRL_KEYS = ('objective', 'mask_ratio', 'decoder_dim', 'decoder_depth', 'decoder_heads', 'rec_loss', 'rec_on',
+              'norm_pix_loss', 'proj_hidden_dim', 'proj_dim', 'bank_size', 'temperature', 'alpha',
+              'in_batch_negatives', 'freeze_patch_embed')
+
+
+@dataclass
+class TrainConfig:
+    # what to train, on what
+    model: str = field(default='macrl_vit_tiny_p4_cifar', metadata={'help': 'timm architecture (any ViT)'})
+    data: Optional[str] = field(default=None, metadata={'help': 'cifar10 | cifar100 | folder | archive (default $MACRL_DATA)'})
+    split: str = 'train'
+    num_train: int = field(default=0, metadata={'help': 'use a fixed random subset of this many images (0: all)'})
+    out: str = 'runs/macrl'
+    # schedule
+    epochs: int = 100
+    max_steps: int = field(default=0, metadata={'help': 'stop after this many optimizer steps (0: no limit)'})
+    time_budget: str = field(default='', metadata={'help': 'stop cleanly after this long, e.g. 90m, 2h, 3600s'})
+    batch_size: int = field(default=256, metadata={'help': 'global batch per optimizer step'})
+    accum_steps: int = field(default=1, metadata={'help': 'gradient accumulation micro-steps per optimizer step'})
+    blr: float = field(default=1.5e-4, metadata={'help': 'base lr; lr = blr * batch_size / 256 (MAE)'})
+    lr: Optional[float] = field(default=None, metadata={'help': 'absolute lr (overrides blr)'})
+    min_lr: float = 0.0
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.01
+    beta2: float = 0.95
+    clip_grad: float = 0.0
+    momentum: float = field(default=0.99, metadata={'help': 'EMA momentum at step 0, cosine to 1'})
+    # MACRL
+    objective: str = 'macrl'
+    mask_ratio: float = 0.75
+    decoder_dim: int = 256
+    decoder_depth: int = 1
+    decoder_heads: int = 1
+    rec_loss: str = 'l1'
+    rec_on: str = 'masked'
+    norm_pix_loss: bool = False
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 512
+    bank_size: int = 16384
+    temperature: float = 0.2
+    alpha: float = 0.1
+    in_batch_negatives: bool = True
+    freeze_patch_embed: bool = False
+    drop_path: float = 0.0
+    # augmentation
+    crop_min: float = 0.2
+    solarize_p: float = 0.2
+    blur_p: Optional[Tuple[float, float]] = field(default=None, metadata={'help': 'blur prob of view 1, view 2 (default: 0 at 32px, BYOL 1.0 0.1 above)'})
+    # machinery
+    precision: str = field(default='auto', metadata={'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it)'})
+    compile: bool = False
+    threads: int = field(default=0, metadata={'help': 'torch threads per process (0: cores / local processes)'})
+    device: str = 'auto'
+    seed: int = 0
+    resume: str = field(default='', metadata={'help': "checkpoint path, or 'auto' for <out>/checkpoint.pth if present"})
+    ckpt_every_min: float = 10.0
+    ckpt_every_epochs: int = 1
+    log_every: int = 10
+    knn_every: int = field(default=0, metadata={'help': 'online kNN monitor every N epochs (0: off)'})
+    knn_train: int = 5000
+    knn_test: int = 2000
+    tensorboard: bool = False
+    on_error: str = field(default='skip', metadata={'help': "unreadable image: 'skip' (counted) or 'raise'"})
+    progress: bool = True
+
+    def macrl_kwargs(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in MACRL_KEYS}
+
+
+def parse_duration(s: str) -> float:
+    """'90m' -> 5400.0 seconds; '2h', '45s', '1h30m', '3600' also work; '' -> inf."""
+    if not s:
+        return float('inf')
+    parts = re.fullmatch(r'\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*', str(s))
+    if not parts or not any(parts.groups()):
+        raise ValueError(f'cannot read duration {s!r}; use e.g. 90m, 2h, 1h30m, 3600s')
+    h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+    return h * 3600 + m * 60 + sec
+
+
+def _str2bool(v: str) -> bool:
+    if v.lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    if v.lower() in ('0', 'false', 'no', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected a boolean, got {v!r}')
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    """One `--flag` per field; booleans take `--flag` / `--no-flag`."""
+    for f in dataclasses.fields(cls):
+        name = '--' + f.name.replace('_', '-')
+        help_ = f.metadata.get('help', '') + f' (default: {f.default})'
+        if f.type in (bool, 'bool'):
+            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        elif 'Tuple' in str(f.type):
+            parser.add_argument(name, dest=f.name, type=float, nargs=2, default=f.default, help=help_)
+        else:
+            typ = {'int': int, 'float': float, 'str': str}.get(getattr(f.type, '__name__', str(f.type)), None)
+            if typ is None:  # Optional[...]
+                typ = float if 'float' in str(f.type) else str
+            parser.add_argument(name, dest=f.name, type=typ, default=f.default, help=help_)
+
+
+def config_from_args(args: argparse.Namespace, cls=TrainConfig):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,239 @@
+"""Datasets as in-memory uint8 tensors: torchvision CIFAR, ImageFolder trees and tar archives.
+
+Small-image SSL on a 2-core machine is decode- and Python-bound if done per image per epoch, so a
+split is decoded once into a `(N, 3, H, W)` uint8 tensor (CIFAR-10 train: 150 MB) and every epoch
+works batch-wise on tensors (`macrl_hub.transforms`).
+
+`--data` accepts:
+  cifar10 | cifar100                 torchvision, downloaded to $MACRL_DATA or ~/.cache/macrl when online
+  path/to/folder                     ImageFolder: <folder>/<split>/<class>/*.jpg, or <folder>/<class>/*
+  path/to/archive.tar[.gz|.xz]|.tgz  the same tree inside an archive (read without unpacking), e.g.
+                                     ../shared/data/cifar10-jpeg.tar.xz, imagenette2-160.tgz
+"""
+import io
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ['ImageTensors', 'load_dataset', 'decode_images', 'default_data', 'IMG_EXTENSIONS', 'DataError']
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
+TORCHVISION_SETS = ('cifar10', 'cifar100')
+SPLIT_ALIASES = {'train': ('train',), 'test': ('test', 'val'), 'val': ('val', 'test')}
+
+
+class DataError(ValueError):
+    """A dataset could not be read: a missing split or class, an empty split, an unreadable image."""
+
+
+@dataclass
+class ImageTensors:
+    images: Tensor  # (N, 3, H, W) uint8
+    labels: Tensor  # (N,) int64
+    classes: List[str]
+    source: str = ''
+    skipped: int = 0  # unreadable images skipped while loading
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, n: int, seed: int = 0) -> 'ImageTensors':
+        """A fixed class-balanced-in-expectation random subset of `n` images (all if n >= N)."""
+        if n <= 0 or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return ImageTensors(self.images[idx], self.labels[idx], self.classes, self.source, self.skipped)
+
+
+def default_data() -> Optional[str]:
+    """`$MACRL_DATA` if set (a dataset spec or a path), else None."""
+    return os.environ.get('MACRL_DATA') or None
+
+
+def _to_rgb_uint8(img) -> np.ndarray:
+    """PIL image in any mode (L, LA, P, RGBA, I;16, CMYK, ...) -> (H, W, 3) uint8."""
+    from PIL import Image
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode != 'RGB':
+        if img.mode in ('RGBA', 'LA') or (img.mode == 'P' and 'transparency' in img.info):
+            img = img.convert('RGBA')
+            bg = Image.new('RGBA', img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, img)
+        img = img.convert('RGB')
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to `size` (bicubic), then a center square crop."""
+    from PIL import Image
+    h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    img = Image.fromarray(arr)
+    s = size / min(h, w)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def decode_images(
+        blobs: Sequence[bytes],
+        names: Sequence[str],
+        size: Optional[int] = None,
+        on_error: str = 'skip',
+) -> Tuple[Tensor, List[int]]:
+    """Decode encoded images to a (N_ok, 3, S, S) uint8 tensor; returns it and the indices kept.
+
+    JPEGs go through torchvision's batched libjpeg decoder; anything else (PNG, grayscale, RGBA,
+    16-bit, CMYK) through Pillow, converted to RGB. Images not `size` x `size` are resized (shorter side)
+    and center-cropped; with size=None all images must share the first image's size.
+    """
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_jpeg
+    if on_error not in ('skip', 'raise'):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    out: List[Optional[np.ndarray]] = [None] * len(blobs)
+    jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff']
+    if jpeg_idx:
+        datas = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg_idx]
+        try:
+            decoded = decode_jpeg(datas, mode=ImageReadMode.RGB)
+        except RuntimeError:  # one bad file fails the batch: fall back to one by one
+            decoded = []
+            for d in datas:
+                try:
+                    decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB))
+                except RuntimeError:
+                    decoded.append(None)
+        for i, t in zip(jpeg_idx, decoded):
+            if t is not None:
+                out[i] = t.permute(1, 2, 0).numpy()
+    bad: List[str] = []
+    for i, b in enumerate(blobs):
+        if out[i] is None:
+            try:
+                with Image.open(io.BytesIO(b)) as img:
+                    img.load()
+                    out[i] = _to_rgb_uint8(img)
+            except Exception as e:
+                if on_error == 'raise':
+                    raise DataError(f'cannot decode image {names[i]}: {type(e).__name__}: {e}') from None
+                bad.append(names[i])
+    keep = [i for i in range(len(blobs)) if out[i] is not None]
+    if not keep:
+        raise DataError(f'no readable image among {len(blobs)} files (first: {names[0] if names else "-"})')
+    if size is None:
+        size = out[keep[0]].shape[0]
+        if any(out[i].shape[:2] != out[keep[0]].shape[:2] for i in keep):
+            size = min(min(out[i].shape[:2]) for i in keep)
+    arr = np.stack([_resize_center(out[i], size) for i in keep])  # (N, S, S, 3)
+    if bad:
+        warnings.warn(f'skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}')
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), keep
+
+
+def _split_and_class(parts: Tuple[str, ...], split_names: Tuple[str, ...]) -> Optional[Tuple[str, str]]:
+    """('root', 'train', 'cat', 'x.jpg') -> ('train', 'cat') when 'train' is in split_names."""
+    for j in range(len(parts) - 2):
+        if parts[j] in split_names and len(parts) - j == 3:
+            return parts[j], parts[j + 1]
+    return None
+
+
+def _collect(items: Iterable[Tuple[Tuple[str, ...], bytes]], split: str, source: str):
+    """Group (path parts, bytes) by class for the first split alias present."""
+    aliases = SPLIT_ALIASES.get(split, (split,))
+    found: Dict[str, Dict[str, List[Tuple[str, bytes]]]] = {}
+    for parts, data in items:
+        sc = _split_and_class(parts, aliases)
+        if sc is not None:
+            found.setdefault(sc[0], {}).setdefault(sc[1], []).append(('/'.join(parts), data))
+    for alias in aliases:
+        if alias in found:
+            return found[alias]
+    raise DataError(f'split {split!r} not found in {source}: expected <{"|".join(aliases)}>/<class>/<image> '
+                    f'(splits present: {sorted(found) or "none"})')
+
+
+def _iter_archive(path: Path) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
+    try:
+        with tarfile.open(path, 'r|*') as tar:  # streaming: no seeking, no unpacking to disk
+            for m in tar:
+                if m.isfile() and m.name.lower().endswith(IMG_EXTENSIONS):
+                    f = tar.extractfile(m)
+                    yield tuple(Path(m.name).parts), f.read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f'cannot read archive {path} (truncated or corrupt?): {type(e).__name__}: {e}') from None
+
+
+def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
+    aliases = SPLIT_ALIASES.get(split, (split,))
+    base = next((root / a for a in aliases if (root / a).is_dir()), None)
+    if base is None:  # a bare <folder>/<class>/* tree is the split itself
+        base = root
+        prefix = ('.', aliases[0])
+    else:
+        prefix = ('.', base.name)
+    for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for f in sorted(cls_dir.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS:
+                yield prefix + (cls_dir.name, f.name), f.read_bytes()
+
+
+def _load_torchvision(name: str, split: str) -> ImageTensors:
+    import torchvision
+    root = Path(os.environ.get('MACRL_DATA_ROOT', Path.home() / '.cache' / 'macrl'))
+    cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
+    try:
+        ds = cls(str(root), train=(split == 'train'), download=True)
+    except Exception as e:
+        raise DataError(f'could not get {name} from torchvision ({type(e).__name__}: {e}); offline? Pass '
+                        f'--data path/to/{name}-jpeg.tar.xz (an ImageFolder archive) or set MACRL_DATA') from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageTensors(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), name)
+
+
+def load_dataset(spec: str, split: str = 'train', size: Optional[int] = None, on_error: str = 'skip') -> ImageTensors:
+    """Load a whole split as uint8 tensors. See the module docstring for what `spec` may be."""
+    if spec is None:
+        raise DataError('no dataset given: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
+    if spec.lower() in TORCHVISION_SETS:
+        ds = _load_torchvision(spec.lower(), split)
+        if size is not None and size != ds.images.shape[-1]:
+            raise DataError(f'{spec} images are 32x32; this model expects {size}x{size}')
+        return ds
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f'dataset {spec!r} not found: not one of {TORCHVISION_SETS}, nor an existing folder or archive')
+    if path.is_dir():
+        items = _iter_folder(path, split)
+    elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        items = _iter_archive(path)
+    else:
+        raise DataError(f'{path} is neither a folder nor a tar archive ({", ".join(ARCHIVE_SUFFIXES)})')
+    by_class = _collect(items, split, str(path))
+    classes = sorted(by_class)
+    empty = [c for c in classes if not by_class[c]]
+    if not classes or empty:
+        raise DataError(f'split {split!r} of {path} has no images' + (f' in classes {empty}' if empty else ''))
+    names, blobs, labels = [], [], []
+    for ci, c in enumerate(classes):
+        for name, data in sorted(by_class[c]):
+            names.append(name)
+            blobs.append(data)
+            labels.append(ci)
+    images, keep = decode_images(blobs, names, size=size, on_error=on_error)
+    labels_t = torch.tensor(labels, dtype=torch.long)[keep]
+    return ImageTensors(images, labels_t, classes, str(path), skipped=len(blobs) - len(keep))

@@ -1,0 +1,221 @@
+"""Evaluation: `macrl eval knn|linear|finetune` (also `python -m macrl_hub.evaluate`).
+
+    macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
+    macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
+    macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100
+    macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
+
+--model is a timm name (with a tag: published weights), a training checkpoint (`.pth` from
+`macrl train`), or a model folder (`model.safetensors` + `config.json`, as under model_cards/).
+Each command ends by printing one JSON line with the metric(s), the config and the wall time
+(also written to --json-out if given).
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import default_data, load_dataset
+from .features import data_config, extract_features
+from .knn import knn_accuracy
+from .probe import fold_head, train_linear_probe
+
+__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_finetune', 'main']
+
+
+def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
+    """A timm encoder from a model name[.tag], a `macrl train` checkpoint or a model folder."""
+    import timm
+    from . import models  # noqa: F401  (registers macrl_vit_*)
+    from .models import checkpoint_filter_fn
+    path = Path(spec).expanduser()
+    kw = {} if num_classes is None else {'num_classes': num_classes}
+    if path.is_dir():
+        if not (path / 'config.json').is_file():
+            raise ValueError(f'model folder {path} has no config.json (expected model.safetensors + config.json)')
+        return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True, **kw)
+    if path.is_file() and path.suffix in ('.pth', '.pt', '.ckpt'):
+        ck = torch.load(path, map_location='cpu', weights_only=True)
+        if not isinstance(ck, dict) or 'arch' not in ck or 'model' not in ck:
+            raise ValueError(f'{path} is not a `macrl train` checkpoint (no "arch"/"model" keys)')
+        model = timm.create_model(ck['arch'], pretrained=False, **kw)
+        sd = checkpoint_filter_fn(ck['model'], model)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith('head.')]
+        if missing or unexpected:
+            raise ValueError(f'{path} does not match {ck["arch"]}: missing {missing[:5]}, unexpected {unexpected[:5]}')
+        return model
+    if path.suffix in ('.pth', '.pt', '.safetensors', '.ckpt') or '/' in spec:
+        raise ValueError(f'model {spec!r} not found: no such file or folder')
+    try:
+        return timm.create_model(spec, pretrained=pretrained, **kw)
+    except RuntimeError as e:
+        if 'Unknown model' in str(e):
+            raise ValueError(f'unknown model {spec!r}; MACRL models: {timm.list_models("macrl_*")}') from None
+        raise
+
+
+def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):
+    train = load_dataset(data, 'train', size=size).subset(n_train, seed=seed)
+    test = load_dataset(data, 'test', size=size).subset(n_test, seed=seed)
+    if train.classes != test.classes:
+        raise ValueError(f'train and test splits of {data} have different classes')
+    return train, test
+
+
+def _features(model, train, test, precision: str, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    ftr = extract_features(model, train.images, device=device, precision=precision, desc='train features')
+    fte = extract_features(model, test.images, device=device, precision=precision, desc='test features')
+    return ftr.cpu(), fte.cpu()
+
+
+def eval_knn(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, n_train: int = 0, n_test: int = 0,
+             precision: str = 'auto', device=None, seed: int = 0) -> Dict[str, Any]:
+    size = data_config(model)[0]
+    train, test = _load_splits(data, size, n_train, n_test, seed)
+    ftr, fte = _features(model, train, test, precision, device)
+    acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
+    return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),
+            'temperature': t}
+
+
+def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
+                optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
+                seed: int = 0, save_head: Optional[str] = None) -> Dict[str, Any]:
+    size = data_config(model)[0]
+    train, test = _load_splits(data, size, n_train, n_test, seed)
+    ftr, fte = _features(model, train, test, precision, device)
+    probe, stats = train_linear_probe(ftr, train.labels, len(train.classes), epochs, batch_size, lr,
+                                      optimizer=optimizer, seed=seed, test=(fte, test.labels))
+    if save_head:
+        from .weights import save_safetensors
+        head = fold_head(probe)
+        save_safetensors({'head.weight': head['weight'], 'head.bias': head['bias']}, save_head,
+                         metadata={'label_names': json.dumps(train.classes)})
+    return {'linear_top1': stats['test_top1'], 'linear_train_top1': stats['train_top1'], 'n_train': len(train),
+            'n_test': len(test), 'probe_epochs': epochs, 'probe_lr': lr, 'probe_optimizer': optimizer,
+            'label_names': train.classes}
+
+
+class _TensorImages(torch.utils.data.Dataset):
+    """uint8 tensors -> PIL -> a torchvision/timm transform (for the per-image fine-tuning aug)."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy())), self.labels[i]
+
+
+def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 128, lr: float = 1.5e-3,
+                  weight_decay: float = 0.05, layer_decay: float = 0.75, smoothing: float = 0.1,
+                  warmup_epochs: int = 5, n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
+                  seed: int = 0, workers: int = 0) -> Dict[str, Any]:
+    """Full fine-tuning: the paper's aug (RandomResizedCrop, AutoAugment, CutOut), AdamW with timm's
+    layer-wise lr decay, label smoothing, warmup + cosine. lr is the absolute peak lr (paper: 1.5e-3)."""
+    from timm.optim import create_optimizer_v2
+    from .train import autocast, lr_at, resolve_precision
+    from .transforms import eval_batch, finetune_transform
+    device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    precision = resolve_precision(precision, device)
+    size, mean, std = data_config(model)
+    train, test = _load_splits(data, size, n_train, n_test, seed)
+    torch.manual_seed(seed)
+    model.reset_classifier(len(train.classes))
+    model.to(device)
+    opt = create_optimizer_v2(model, 'adamw', lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+    loader = torch.utils.data.DataLoader(
+        _TensorImages(train.images, train.labels, finetune_transform(size, mean, std)), batch_size=batch_size,
+        shuffle=True, drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(seed))
+    steps_per_epoch = len(loader)
+    total, warm = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+    step = 0
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            scale = lr_at(step, total, warm, 1.0)
+            for group in opt.param_groups:
+                group['lr'] = lr * scale * group.get('lr_scale', 1.0)
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test), 512):
+            x = eval_batch(test.images[i:i + 512].to(device), size, mean, std)
+            with autocast(device, precision):
+                correct += int((model(x).argmax(1).cpu() == test.labels[i:i + 512]).sum())
+    return {'finetune_top1': 100.0 * correct / len(test), 'n_train': len(train), 'n_test': len(test),
+            'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay}
+
+
+def main(argv: Optional[list] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(prog='macrl eval', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('protocol', choices=['knn', 'linear', 'finetune'])
+    parser.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
+    parser.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
+    parser.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
+    parser.add_argument('--n-train', type=int, default=0, help='fixed random subset of the train split (0: all)')
+    parser.add_argument('--n-test', type=int, default=0, help='fixed random subset of the test split (0: all)')
+    parser.add_argument('--k', type=int, nargs='+', default=[20, 200])
+    parser.add_argument('--temperature', type=float, default=0.07)
+    parser.add_argument('--epochs', type=int, default=None, help='linear: 100, finetune: 100')
+    parser.add_argument('--batch-size', type=int, default=None)
+    parser.add_argument('--lr', type=float, default=None, help='linear: 0.1 (x batch/256), finetune: 1.5e-3')
+    parser.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='linear probe optimizer')
+    parser.add_argument('--save-head', default=None, help='linear: write the folded head as safetensors here')
+    parser.add_argument('--precision', default='auto')
+    parser.add_argument('--device', default=None)
+    parser.add_argument('--threads', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--json-out', default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = args.data or default_data()
+    if data is None:
+        parser.error('no dataset: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
+    t0 = time.time()
+    model = load_encoder(args.model, pretrained=not args.random_init)
+    device = torch.device(args.device) if args.device else None
+    if device:
+        model.to(device)
+    common = dict(n_train=args.n_train, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
+    if args.protocol == 'knn':
+        res = eval_knn(model, data, ks=tuple(args.k), t=args.temperature, **common)
+    elif args.protocol == 'linear':
+        res = eval_linear(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 256,
+                          lr=args.lr if args.lr is not None else 0.1, optimizer=args.optimizer,
+                          save_head=args.save_head, **common)
+    else:
+        res = eval_finetune(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 128,
+                            lr=args.lr if args.lr is not None else 1.5e-3, **common)
+    record = {'eval': args.protocol, 'model': args.model, 'random_init': args.random_init, 'data': data, **res,
+              'seed': args.seed, 'wall_time_s': round(time.time() - t0, 1),
+              'command': 'macrl eval ' + ' '.join(sys.argv[2:] if argv is None else argv)}
+    line = json.dumps(record)
+    print(line)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(line + '\n')
+    return record
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,47 @@
+"""Batch-wise feature extraction from a timm encoder (pre-logits: avg-pooled, fc_norm'd tokens)."""
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .transforms import eval_batch
+
+__all__ = ['extract_features', 'data_config']
+
+
+def data_config(model: nn.Module):
+    """(size, mean, std) the encoder expects, from its pretrained_cfg (timm's resolve_data_config)."""
+    from timm.data import resolve_data_config
+    cfg = resolve_data_config({}, model=model)
+    return cfg['input_size'][-1], cfg['mean'], cfg['std']
+
+
+@torch.no_grad()
+def extract_features(
+        model: nn.Module,
+        images: Tensor,
+        device: Optional[torch.device] = None,
+        precision: str = 'auto',
+        batch_size: int = 512,
+        progress: bool = True,
+        desc: str = 'features',
+) -> Tensor:
+    """images: (N, C, H, W) uint8 -> (N, D) float32 pre-logit features, in eval mode."""
+    from .train import autocast, resolve_precision
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    size, mean, std = data_config(model)
+    was_training = model.training
+    model.eval()
+    feats = []
+    it = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=desc, unit='batch', leave=False)
+    for i in it:
+        x = eval_batch(images[i:i + batch_size].to(device), size, mean, std)
+        with autocast(device, precision):
+            f = model.forward_head(model.forward_features(x), pre_logits=True)
+        feats.append(f.float())
+    model.train(was_training)
+    return torch.cat(feats)

@@ -1,0 +1,190 @@
+"""MACRL Vision Transformers as plain timm models.
+
+Paper: "Masked Contrastive Representation Learning", Yao, Desai, Palaniswami (2022),
+https://arxiv.org/abs/2211.06012
+
+Every architecture here is a stock `timm.models.VisionTransformer` built with
+`build_model_with_cfg`: no class token, features are the average of the patch tokens ("the latent
+representations from the encoder are first averaged in the token dimension", Sec. 3) followed by
+timm's `fc_norm`. Nothing but weights and a config differ from a timm ViT, so `forward_features`,
+`forward_intermediates`, `features_only`, `reset_classifier`, `set_grad_checkpointing` and
+`resolve_data_config` behave as on any timm ViT, and plain timm (no plugin) rebuilds them from a
+`config.json` naming `vision_transformer` (see `macrl_hub.export`).
+
+Names (`arch.tag`; `timm.list_models('macrl_*')`, `timm.list_pretrained('macrl_*')`):
+  macrl_vit_tiny_p4_cifar      192-d, 12 layers, 3 heads, 32x32, patch 4
+  macrl_vit_small_p4_cifar     384-d, 12 layers, 6 heads, 32x32, patch 4
+  macrl_vit_medium_p4_cifar    512-d, 12 layers, 4 heads, 32x32, patch 4   (paper's CIFAR encoder)
+  macrl_vit_medium_p8_64       512-d, 12 layers, 4 heads, 64x64, patch 8   (paper's Tiny-ImageNet)
+  macrl_vit_medium_d4_p16_224  512-d,  4 layers, 4 heads, 224x224, patch 16 (paper's Imagenette/woof)
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter_fn
+
+from .pretrained import PUBLISHED, resolve_weights
+from .weights import load_safetensors
+
+__all__ = ['MACRL_ARCHS', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
+           'CIFAR10_CLASSES', 'architecture_args', 'check_input', 'checkpoint_filter_fn']
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+PAPER_URL = 'https://arxiv.org/abs/2211.06012'
+
+# What is shared by every MACRL encoder; the per-arch dicts below add size and depth.
+_COMMON_ARGS = dict(class_token=False, global_pool='avg', fc_norm=True, num_classes=0)
+#: arch -> every VisionTransformer argument needed to rebuild it in plain timm.
+MACRL_ARCHS: Dict[str, Dict[str, Any]] = {
+    'macrl_vit_tiny_p4_cifar': dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3),
+    'macrl_vit_small_p4_cifar': dict(img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6),
+    'macrl_vit_medium_p4_cifar': dict(img_size=32, patch_size=4, embed_dim=512, depth=12, num_heads=4),
+    'macrl_vit_medium_p8_64': dict(img_size=64, patch_size=8, embed_dim=512, depth=12, num_heads=4),
+    'macrl_vit_medium_d4_p16_224': dict(img_size=224, patch_size=16, embed_dim=512, depth=4, num_heads=4),
+}
+
+
+def architecture_args(arch: str) -> Dict[str, Any]:
+    """Every `VisionTransformer` keyword needed to rebuild `arch` (no head: num_classes=0)."""
+    if arch not in MACRL_ARCHS:
+        raise ValueError(f'unknown MACRL architecture {arch!r}; available: {sorted(MACRL_ARCHS)}')
+    return dict(_COMMON_ARGS, mlp_ratio=4.0, qkv_bias=True, **MACRL_ARCHS[arch])
+
+
+def check_input(model: nn.Module, args: Tuple[torch.Tensor, ...]) -> None:
+    """Forward pre-hook: turn timm's bare asserts on a wrong input into a ValueError naming it."""
+    x = args[0]
+    pe = model.patch_embed
+    expected = (pe.proj.in_channels, *pe.img_size)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f'expected a (B, C, H, W) image tensor, got {type(x).__name__} '
+                         f'of shape {tuple(getattr(x, "shape", ()))}')
+    if not getattr(model, 'dynamic_img_size', False) and tuple(x.shape[1:]) != expected:
+        raise ValueError(f'{model.pretrained_cfg.get("architecture", type(model).__name__)} expects input '
+                         f'(B, {expected[0]}, {expected[1]}, {expected[2]}), got {tuple(x.shape)}; '
+                         f'resize with timm.data.resolve_data_config + create_transform')
+    if x.shape[1] != expected[0]:
+        raise ValueError(f'expected {expected[0]} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformer) -> Dict[str, torch.Tensor]:
+    """Accept our own checkpoints: strip wrapper prefixes first, then timm's ViT filter.
+
+    timm reads a `{'encoder': sd}` dict as I-JEPA and keeps nothing, so unwrap our formats here.
+    """
+    for key in ('model', 'state_dict', 'encoder'):
+        if key in state_dict and isinstance(state_dict[key], dict):
+            state_dict = state_dict[key]
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            k = k[len(prefix):] if k.startswith(prefix) else k
+        if k.startswith('encoder.'):
+            k = k[len('encoder.'):]
+        elif k.split('.')[0] in ('momentum_encoder', 'decoder', 'projector', 'momentum_projector', 'bank'):
+            continue
+        out[k] = v
+    return _vit_filter_fn(out, model)
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        'url': '', 'num_classes': 0, 'input_size': (3, 32, 32), 'pool_size': None, 'crop_pct': 1.0,
+        'interpolation': 'bicubic', 'fixed_input_size': True, 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head', 'license': 'apache-2.0',
+        'paper_ids': 'arXiv:2211.06012', 'paper_name': 'Masked Contrastive Representation Learning',
+        'origin_url': 'https://github.com/macrl-hub/macrl-hub', **kwargs,
+    }
+
+
+_cifar10 = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD)
+_cifar100 = dict(mean=CIFAR100_MEAN, std=CIFAR100_STD)
+_in1k = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+_TAG_CFGS: Dict[str, Dict[str, Any]] = {
+    'cifar10': _cifar10,
+    'cifar10_lin': dict(_cifar10, num_classes=10, label_names=CIFAR10_CLASSES),
+    'cifar100': _cifar100,
+    'tinyimagenet': dict(_in1k, input_size=(3, 64, 64), crop_pct=0.875),
+    'imagenette': dict(_in1k, input_size=(3, 224, 224), crop_pct=0.875),
+    'imagewoof': dict(_in1k, input_size=(3, 224, 224), crop_pct=0.875),
+}
+
+# One entry per published-or-declared tag; the first tag of an arch is its default.
+default_cfgs = generate_default_cfgs({
+    name: _cfg(hf_hub_id=f'macrl-hub/{name}', **_TAG_CFGS[name.split('.')[1]]) for name in PUBLISHED
+})
+
+
+def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
+    """Local-first, sha256-checked weight resolution, handed to timm as an in-memory state dict.
+
+    A user's own `pretrained_cfg_overlay` naming a source (file, url, hf_hub_id, state_dict) wins,
+    as in timm.
+    """
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    if any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
+        return
+    cfg = kwargs.get('pretrained_cfg')
+    if cfg is not None and not isinstance(cfg, str):
+        return  # an explicit cfg dict: timm resolves it as given
+    tags = [n.split('.', 1)[1] for n in PUBLISHED if n.split('.')[0] == variant]
+    if cfg is not None and cfg not in tags:
+        raise ValueError(f'unknown pretrained tag {cfg!r} for {variant}; available: {tags}')
+    name = f'{variant}.{cfg or tags[0]}'
+    overlay['state_dict'] = load_safetensors(resolve_weights(name))
+    kwargs['pretrained_cfg_overlay'] = overlay
+
+
+def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    if pretrained:
+        _pretrained_overlay(variant, kwargs)
+    model = build_model_with_cfg(
+        VisionTransformer, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=3, feature_cls='getter'),
+        **kwargs,
+    )
+    model.register_forward_pre_hook(check_input)
+    return model
+
+
+@register_model
+def macrl_vit_tiny_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT-Tiny/4 for 32x32 images (192-d, 12 layers, 3 heads)."""
+    model_args = architecture_args('macrl_vit_tiny_p4_cifar')
+    return _create_macrl_vit('macrl_vit_tiny_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def macrl_vit_small_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT-Small/4 for 32x32 images (384-d, 12 layers, 6 heads)."""
+    model_args = architecture_args('macrl_vit_small_p4_cifar')
+    return _create_macrl_vit('macrl_vit_small_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def macrl_vit_medium_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The paper's CIFAR encoder: 512-d, 12 layers, 4 heads, patch 4, 32x32."""
+    model_args = architecture_args('macrl_vit_medium_p4_cifar')
+    return _create_macrl_vit('macrl_vit_medium_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def macrl_vit_medium_p8_64(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The paper's Tiny-ImageNet encoder: 512-d, 12 layers, 4 heads, patch 8, 64x64."""
+    model_args = architecture_args('macrl_vit_medium_p8_64')
+    return _create_macrl_vit('macrl_vit_medium_p8_64', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def macrl_vit_medium_d4_p16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The paper's Imagenette/Imagewoof encoder: 512-d, 4 layers, 4 heads, patch 16, 224x224."""
+    model_args = architecture_args('macrl_vit_medium_d4_p16_224')
+    return _create_macrl_vit('macrl_vit_medium_d4_p16_224', pretrained=pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,382 @@
+"""MACRL pretraining: `macrl train` (also `python -m macrl_hub.train`).
+
+One process (CPU or one GPU):
+    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \
+        --epochs 100 --batch-size 256 --out runs/tiny
+    macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
+    macrl train ... --resume auto                # continue <out>/checkpoint.pth exactly
+Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
+    torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
+    torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
+
+Writes <out>/checkpoint.pth (atomic, `torch.load(weights_only=True)`), <out>/log.jsonl (every loss key,
+lr, momentum, img/s), <out>/config.json. Every option of the MACRL wrapper is a flag: `macrl train -h`.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from .config import TrainConfig, add_dataclass_args, config_from_args, parse_duration
+from .data import default_data, load_dataset
+from .distributed import is_dist, rank, world_size
+from .macrl import MACRL
+from .momentum import cosine_momentum
+from .transforms import PairAugment
+from .weights import atomic_torch_save
+
+__all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged']
+
+CKPT_NAME = 'checkpoint.pth'
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# -- setup helpers ---------------------------------------------------------------------------------
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else 'fp32'.
+
+    Without native support (e.g. a Skylake/Cascade Lake Xeon), CPU bf16 matmuls are emulated and run
+    ~4x *slower* than fp32, so auto never picks them there.
+    """
+    if precision not in ('auto', 'bf16', 'fp16', 'fp32'):
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if precision != 'auto':
+        return precision
+    if device.type == 'cuda':
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    native = getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)() or \
+        getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
+    return 'bf16' if native else 'fp32'
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
+    """Linear warmup, then half-cosine decay to min_lr (MAE's util/lr_sched.py, per step)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_macrl(cfg: TrainConfig) -> MACRL:
+    import timm
+    from . import models  # noqa: F401  (registers macrl_vit_*)
+    try:
+        encoder = timm.create_model(cfg.model, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path)
+    except RuntimeError as e:
+        if 'Unknown model' in str(e):
+            raise ValueError(f'unknown model {cfg.model!r}; e.g. {timm.list_models("macrl_*")}') from None
+        raise
+    return MACRL(encoder, **cfg.macrl_kwargs())
+
+
+def _param_groups(model: MACRL, weight_decay: float):
+    """No weight decay on norms, biases, positional embeddings and the mask token."""
+    skip = {f'encoder.{n}' for n in getattr(model.encoder, 'no_weight_decay', lambda: set())()}
+    skip |= {'decoder.mask_token'}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip or name.endswith('.bias') else decay).append(p)
+    return [{'params': no_decay, 'weight_decay': 0.0}, {'params': decay, 'weight_decay': weight_decay}]
+
+
+def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """Randomness of a step is a function of (seed, step) alone: resume needs no RNG state to be exact."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) % (2 ** 63))
+    return g
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def _check_out_dir(out: Path, need_bytes: int) -> None:
+    """Fail before training, not after an hour, if checkpoints cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f'.write-test-{os.getpid()}'
+        probe.write_bytes(b'ok')
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f'--out {out} is not writable: {e.strerror or e}') from None
+    free = shutil.disk_usage(out).free
+    if free < 2 * need_bytes:
+        raise OSError(f'--out {out} has {free / 2**20:.0f} MiB free; checkpoints need about '
+                      f'{2 * need_bytes / 2**20:.0f} MiB (current + temporary copy)')
+
+
+def _init_distributed(cfg: TrainConfig) -> torch.device:
+    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and not is_dist():
+        use_cuda = torch.cuda.is_available() and cfg.device != 'cpu'
+        dist.init_process_group('nccl' if use_cuda else 'gloo')
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    if cfg.device == 'auto':
+        if torch.cuda.is_available():
+            return torch.device('cuda', torch.cuda.current_device())
+        return torch.device('cpu')
+    return torch.device(cfg.device)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Pretrain `cfg.model` with MACRL; returns a summary dict. See the module docstring."""
+    t_start = time.time()
+    budget = parse_duration(cfg.time_budget)
+    device = _init_distributed(cfg)
+    master = rank() == 0
+    ws = world_size()
+    local_ws = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_ws))
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.batch_size % (ws * cfg.accum_steps):
+        raise ValueError(f'--batch-size {cfg.batch_size} must be divisible by world size x accum steps '
+                         f'= {ws} x {cfg.accum_steps}')
+    micro = cfg.batch_size // (ws * cfg.accum_steps)  # per rank, per micro-step
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_macrl(cfg).to(device)
+    out = Path(cfg.out)
+    n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if master:
+        _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
+
+    data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error)
+    if cfg.num_train:
+        data = data.subset(cfg.num_train, seed=cfg.seed)
+    n = len(data)
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f'--batch-size {cfg.batch_size} is larger than the dataset ({n} images)')
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)  # short runs: half at most
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size / 256
+    enc_cfg = model.encoder.pretrained_cfg
+    aug = PairAugment(model.img_size[0], enc_cfg.get('mean'), enc_cfg.get('std'), crop_scale=(cfg.crop_min, 1.0),
+                      blur_p=cfg.blur_p, solarize_p=cfg.solarize_p)
+
+    params = _param_groups(model, cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, cfg.beta2))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
+    step, seen_time = 0, 0.0
+    ckpt_path = out / CKPT_NAME
+    resume = cfg.resume
+    if resume == 'auto':
+        resume = str(ckpt_path) if ckpt_path.is_file() else ''
+    if resume:
+        ck = torch.load(resume, map_location='cpu', weights_only=True)
+        _check_resume_compatible(ck, cfg)
+        model.load_state_dict(ck['model'])
+        opt.load_state_dict(ck['optimizer'])
+        if 'scaler' in ck:
+            scaler.load_state_dict(ck['scaler'])
+        step, seen_time = int(ck['step']), float(ck.get('train_time', 0.0))
+    ddp_model = model
+    if ws > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
+    fwd_model = ddp_model
+    if cfg.compile:
+        for m in (model.encoder.blocks, model.decoder, model.momentum_encoder):
+            if m is not None:
+                m.compile()
+
+    if master:
+        (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        print(f'macrl train: {cfg.model} objective={cfg.objective} on {data.source} ({n} images, {len(data.classes)} '
+              f'classes, {data.skipped} skipped) | device={device} precision={precision} world={ws} '
+              f'threads={torch.get_num_threads()}')
+        print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
+              f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
+              f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
+    log_f = open(out / 'log.jsonl', 'a') if master else None
+    tb = _tensorboard(out) if master and cfg.tensorboard else None
+    knn_sets = _knn_sets(cfg, data, model.img_size[0]) if cfg.knn_every and master else None
+
+    max_steps = min(total_steps, step + cfg.max_steps) if cfg.max_steps else total_steps
+    last_ckpt = time.time()
+    pbar = None
+    if master and cfg.progress:
+        from tqdm import tqdm
+        pbar = tqdm(total=max_steps, initial=step, unit='step', dynamic_ncols=True, file=sys.stdout)
+    stop_reason = 'done'
+    t_seg, imgs_seg = time.time(), 0
+    last: Dict[str, float] = {}
+    perm, perm_epoch = None, -1
+    model.train()
+    while step < max_steps:
+        epoch, pos = divmod(step, steps_per_epoch)
+        if perm_epoch != epoch:
+            perm, perm_epoch = epoch_permutation(n, cfg.seed, epoch), epoch
+        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+        g = _step_generator(cfg.seed, step, device)
+        batch = data.images[idx].to(device, non_blocking=True)
+        x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice
+        cur_lr = lr_at(step, total_steps, warmup_steps, lr, cfg.min_lr)
+        for group in opt.param_groups:
+            group['lr'] = cur_lr
+        m = cosine_momentum(step, total_steps, cfg.momentum)
+        sums: Dict[str, float] = {}
+        for a in range(cfg.accum_steps):
+            lo = (a * ws + rank()) * micro
+            sync = a == cfg.accum_steps - 1
+            ctx = ddp_model.no_sync() if (ws > 1 and not sync) else _nullcontext()
+            with ctx:
+                with autocast(device, precision):
+                    losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro], generator=g)
+                scaler.scale(losses['loss'] / cfg.accum_steps).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
+        if not math.isfinite(sums['loss']):
+            stop_reason = 'diverged'
+            break
+        if cfg.clip_grad:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        model.update_momentum(m)
+        step += 1
+        imgs_seg += cfg.batch_size
+        last = sums
+        elapsed = time.time() - t_start
+        if master and (step % cfg.log_every == 0 or step == max_steps):
+            dt = time.time() - t_seg
+            rec = dict(step=step, epoch=step / steps_per_epoch, lr=cur_lr, momentum=m,
+                       img_per_s=imgs_seg / dt, time=seen_time + elapsed, **sums)
+            log_f.write(json.dumps(rec) + '\n')
+            log_f.flush()
+            if tb:
+                for k, v in rec.items():
+                    tb.add_scalar(k, v, step)
+            if pbar:
+                pbar.set_postfix(loss=f"{sums['loss']:.3f}", img_s=f'{imgs_seg / dt:.0f}', lr=f'{cur_lr:.2e}')
+            t_seg, imgs_seg = time.time(), 0
+        if pbar:
+            pbar.update(1)
+        epoch_end = step % steps_per_epoch == 0
+        if knn_sets and epoch_end and (step // steps_per_epoch) % cfg.knn_every == 0:
+            acc = _online_knn(model, knn_sets, device, precision)
+            rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
+                       **{f'knn_top1_k{k}': v for k, v in acc.items()})
+            log_f.write(json.dumps(rec) + '\n')
+            log_f.flush()
+            print(f'\n  epoch {step // steps_per_epoch}: kNN {acc}', flush=True)
+            model.train()
+        if elapsed >= budget:
+            stop_reason = 'time_budget'
+            break
+        due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
+            (epoch_end and cfg.ckpt_every_epochs and (step // steps_per_epoch) % cfg.ckpt_every_epochs == 0)
+        if due and master:
+            _save(ckpt_path, model, opt, scaler, cfg, step, seen_time + time.time() - t_start, precision)
+            last_ckpt = time.time()
+    if pbar:
+        pbar.close()
+    train_time = seen_time + time.time() - t_start
+    if stop_reason == 'diverged':
+        if log_f:
+            log_f.close()
+        raise TrainingDiverged(
+            f'loss is {sums["loss"]} at step {step} ({ {k: round(v, 4) for k, v in sums.items()} }); stopped. The last '
+            f'good checkpoint, {ckpt_path if ckpt_path.exists() else "none yet"}, is untouched: lower --blr, '
+            f'set --clip-grad 1.0 or use --precision fp32, then --resume auto')
+    if master:
+        _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision)
+        summary = dict(event='end', reason=stop_reason, step=step, epochs=step / steps_per_epoch,
+                       train_time=train_time, checkpoint=str(ckpt_path), **last)
+        log_f.write(json.dumps(summary) + '\n')
+        log_f.close()
+        print(f'macrl train: {stop_reason} at step {step} ({step / steps_per_epoch:.2f} epochs, '
+              f'{train_time / 60:.1f} min); checkpoint {ckpt_path}')
+    if is_dist():
+        dist.barrier()
+    return dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:
+    old = ck.get('config', {})
+    for key in ('model', 'objective', 'proj_dim', 'decoder_dim', 'bank_size'):
+        if key in old and old[key] != getattr(cfg, key):
+            raise ValueError(f'cannot resume: checkpoint has {key}={old[key]!r}, this run asks for '
+                             f'{getattr(cfg, key)!r}')
+
+
+def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, train_time: float, precision: str):
+    atomic_torch_save({
+        'model': model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
+        'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
+        'macrl': model.config, 'precision': precision, 'torch': torch.__version__,
+    }, path)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print('  --tensorboard needs the tensorboard package (pip install tensorboard); continuing without it')
+        return None
+    return SummaryWriter(str(out / 'tb'))
+
+
+def _knn_sets(cfg: TrainConfig, train_data, size: int):
+    """A small fixed bank from the training split and a held-out slice (test split if present)."""
+    bank = train_data.subset(cfg.knn_train, seed=1)
+    try:
+        held = load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip').subset(cfg.knn_test, seed=1)
+    except ValueError:
+        held = None
+    if held is None:  # no test split: hold out a slice of train (it is not excluded from pretraining)
+        held = train_data.subset(cfg.knn_test, seed=2)
+    return bank, held
+
+
+def _online_knn(model: MACRL, sets, device: torch.device, precision: str) -> Dict[int, float]:
+    from .features import extract_features
+    from .knn import knn_accuracy
+    bank, held = sets
+    fb = extract_features(model.encoder, bank.images, device=device, precision=precision, progress=False)
+    fh = extract_features(model.encoder, held.images, device=device, precision=precision, progress=False)
+    return knn_accuracy(fb, bank.labels.to(fb.device), fh, held.labels.to(fb.device), len(bank.classes))
+
+
+def main(argv: Optional[list] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(prog='macrl train', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser)
+    cfg = config_from_args(parser.parse_args(argv))
+    return train(cfg)
+
+
+if __name__ == '__main__':
+    main()

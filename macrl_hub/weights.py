@@ -1,0 +1,63 @@
+"""Reading and writing weight files safely: safetensors only, clear errors, atomic writes."""
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+__all__ = ['load_safetensors', 'save_safetensors', 'atomic_torch_save', 'WeightsFileError']
+
+
+class WeightsFileError(ValueError):
+    """A weights file is missing, truncated, corrupt or not safetensors."""
+
+
+def load_safetensors(path: os.PathLike) -> Dict[str, torch.Tensor]:
+    """Load a safetensors file to CPU; a pickle or a damaged file gets one clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f'weights file not found: {path}')
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if head[:2] == b'\x80\x02' or head[:2] == b'PK':
+        raise WeightsFileError(f'{path} is a pickle/zip torch checkpoint, not safetensors; published weights '
+                               f'are safetensors only (pickles can run code when loaded)')
+    try:
+        return load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise WeightsFileError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from None
+
+
+def save_safetensors(state_dict: Dict[str, torch.Tensor], path: os.PathLike, metadata: Dict[str, str] = None) -> None:
+    """Write contiguous CPU tensors to `path` atomically (a crash leaves the old file intact)."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        save_file(sd, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
+    """`torch.save` to a temp file in the same folder, fsync, then `os.replace` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
