@@ -17,6 +17,7 @@ MACRL_KEYS = ('objective', 'mask_ratio', 'decoder_dim', 'decoder_depth', 'decode
 class TrainConfig:
     # what to train, on what
     model: str = field(default='macrl_vit_tiny_p4_cifar', metadata={'help': 'timm architecture (any ViT)'})
+    model_args: str = field(default='', metadata={'help': 'extra timm.create_model kwargs as JSON, e.g. \'{"depth": 6}\''})
     data: Optional[str] = field(default=None, metadata={'help': 'cifar10 | cifar100 | folder | archive (default $MACRL_DATA)'})
     split: str = 'train'
     num_train: int = field(default=0, metadata={'help': 'use a fixed random subset of this many images (0: all)'})
@@ -72,6 +73,16 @@ class TrainConfig:
     tensorboard: bool = False
     on_error: str = field(default='skip', metadata={'help': "unreadable image: 'skip' (counted) or 'raise'"})
     progress: bool = True
+
+    def encoder_kwargs(self) -> Dict[str, Any]:
+        import json
+        try:
+            extra = json.loads(self.model_args) if self.model_args else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f'--model-args must be a JSON object, got {self.model_args!r}: {e}') from None
+        if not isinstance(extra, dict):
+            raise ValueError(f'--model-args must be a JSON object, got {self.model_args!r}')
+        return extra
 
     def macrl_kwargs(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in MACRL_KEYS}

@@ -180,16 +180,23 @@ def _iter_archive(path: Path) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
 
 def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
     aliases = SPLIT_ALIASES.get(split, (split,))
+    present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in ('train', 'val', 'test'))
     base = next((root / a for a in aliases if (root / a).is_dir()), None)
-    if base is None:  # a bare <folder>/<class>/* tree is the split itself
-        base = root
-        prefix = ('.', aliases[0])
-    else:
-        prefix = ('.', base.name)
-    for cls_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+    if base is None and present:
+        raise DataError(f'split {split!r} not found in {root}: expected <{"|".join(aliases)}>/<class>/<image> '
+                        f'(splits present: {present})')
+    prefix = ('.', aliases[0]) if base is None else ('.', base.name)
+    base = base or root  # a bare <folder>/<class>/* tree is the split itself
+    n = 0
+    class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
+    for cls_dir in class_dirs:
         for f in sorted(cls_dir.iterdir()):
             if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS:
+                n += 1
                 yield prefix + (cls_dir.name, f.name), f.read_bytes()
+    if n == 0:
+        raise DataError(f'split {split!r} of {root} has no images ({base} holds class folders '
+                        f'{[p.name for p in class_dirs]}; images must end in {", ".join(IMG_EXTENSIONS)})')
 
 
 def _load_torchvision(name: str, split: str) -> ImageTensors:

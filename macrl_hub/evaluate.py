@@ -45,7 +45,7 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
         ck = torch.load(path, map_location='cpu', weights_only=True)
         if not isinstance(ck, dict) or 'arch' not in ck or 'model' not in ck:
             raise ValueError(f'{path} is not a `macrl train` checkpoint (no "arch"/"model" keys)')
-        model = timm.create_model(ck['arch'], pretrained=False, **kw)
+        model = timm.create_model(ck['arch'], pretrained=False, **dict(ck.get('model_args') or {}, **kw))
         sd = checkpoint_filter_fn(ck['model'], model)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith('head.')]
@@ -66,7 +66,9 @@ def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):
     train = load_dataset(data, 'train', size=size).subset(n_train, seed=seed)
     test = load_dataset(data, 'test', size=size).subset(n_test, seed=seed)
     if train.classes != test.classes:
-        raise ValueError(f'train and test splits of {data} have different classes')
+        raise ValueError(f'train and test splits of {data} have different classes: only in train '
+                         f'{sorted(set(train.classes) - set(test.classes))}, only in test '
+                         f'{sorted(set(test.classes) - set(train.classes))}')
     return train, test
 
 

@@ -151,7 +151,8 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         feature_cfg=dict(out_indices=3, feature_cls='getter'),
         **kwargs,
     )
-    model.register_forward_pre_hook(check_input)
+    if isinstance(model, VisionTransformer):  # not on a features_only wrapper
+        model.register_forward_pre_hook(check_input)
     return model
 
 

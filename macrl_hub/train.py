@@ -79,7 +79,8 @@ def build_macrl(cfg: TrainConfig) -> MACRL:
     import timm
     from . import models  # noqa: F401  (registers macrl_vit_*)
     try:
-        encoder = timm.create_model(cfg.model, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path)
+        encoder = timm.create_model(cfg.model, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path,
+                                    **cfg.encoder_kwargs())
     except RuntimeError as e:
         if 'Unknown model' in str(e):
             raise ValueError(f'unknown model {cfg.model!r}; e.g. {timm.list_models("macrl_*")}') from None
@@ -336,7 +337,8 @@ def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, tr
     atomic_torch_save({
         'model': model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
         'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
-        'macrl': model.config, 'precision': precision, 'torch': torch.__version__,
+        'model_args': cfg.encoder_kwargs(),
+        'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__),
     }, path)
 
 

@@ -1,0 +1,95 @@
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from macrl_hub.data import DataError, decode_images, load_dataset
+
+
+def _png(arr, mode=None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format='PNG')
+    return buf.getvalue()
+
+
+def _jpeg(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format='JPEG', quality=95)
+    return buf.getvalue()
+
+
+def test_cifar_archive_test_split(cifar_test):
+    d = cifar_test
+    assert d.images.shape == (10000, 3, 32, 32) and d.images.dtype == torch.uint8
+    assert d.classes[:3] == ['airplane', 'automobile', 'bird'] and len(d.classes) == 10
+    assert torch.equal(d.labels.bincount(), torch.full((10,), 1000))
+    assert d.skipped == 0 and 60 < d.images.float().mean() < 200
+    sub = d.subset(100, seed=3)
+    assert len(sub) == 100 and torch.equal(sub.images, d.subset(100, seed=3).images)
+
+
+def _write_tree(root, split='train', n=3, corrupt=False):
+    rng = np.random.default_rng(0)
+    for c in ('cat', 'dog'):
+        (root / split / c).mkdir(parents=True)
+        for i in range(n):
+            (root / split / c / f'{i}.jpg').write_bytes(_jpeg(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)))
+    if corrupt:
+        (root / split / 'cat' / 'bad.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
+
+
+def test_folder_and_archive_give_the_same(tmp_path):
+    _write_tree(tmp_path / 'ds')
+    a = load_dataset(str(tmp_path / 'ds'), 'train', size=32)
+    assert a.images.shape == (6, 3, 32, 32) and a.classes == ['cat', 'dog']
+    arc = tmp_path / 'ds.tar.gz'
+    with tarfile.open(arc, 'w:gz') as tar:
+        tar.add(tmp_path / 'ds', arcname='mydata')  # a top-level folder, as imagenette2-160.tgz
+    b = load_dataset(str(arc), 'train', size=32)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def test_corrupt_image_skipped_or_named(tmp_path):
+    _write_tree(tmp_path / 'ds', corrupt=True)
+    with pytest.warns(UserWarning, match='skipped 1 unreadable'):
+        d = load_dataset(str(tmp_path / 'ds'), 'train', size=32)
+    assert len(d) == 6 and d.skipped == 1
+    with pytest.raises(DataError, match='bad.jpg'):
+        load_dataset(str(tmp_path / 'ds'), 'train', size=32, on_error='raise')
+
+
+def test_odd_image_modes_become_rgb():
+    g = np.full((8, 8), 128, np.uint8)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 255
+    deep = np.full((8, 8), 65535, np.uint16)
+    imgs, keep = decode_images([_png(g), _png(rgba), _png(deep)], ['g', 'rgba', '16'], size=8)
+    assert imgs.shape == (3, 3, 8, 8) and keep == [0, 1, 2]
+    assert torch.all(imgs[0] == 128)
+    assert torch.all(imgs[1, 0] == 255) and torch.all(imgs[1, 1] == 0)
+    assert torch.all(imgs[2] == 255)
+
+
+def test_missing_split_empty_and_bad_paths(tmp_path):
+    _write_tree(tmp_path / 'ds')
+    with pytest.raises(DataError, match=r"split 'test' not found.*splits present: \['train'\]"):
+        load_dataset(str(tmp_path / 'ds'), 'test')
+    with pytest.raises(DataError, match='not found'):
+        load_dataset(str(tmp_path / 'nope'), 'train')
+    (tmp_path / 'x.zip').write_bytes(b'PK')
+    with pytest.raises(DataError, match='neither a folder nor a tar'):
+        load_dataset(str(tmp_path / 'x.zip'))
+    (tmp_path / 'empty' / 'train' / 'cat').mkdir(parents=True)
+    with pytest.raises(DataError, match='no images'):
+        load_dataset(str(tmp_path / 'empty'), 'train')
+
+
+def test_truncated_archive(tmp_path, cifar_archive):
+    cut = tmp_path / 'cut.tar.xz'
+    cut.write_bytes(cifar_archive.read_bytes()[:200_000])
+    with pytest.raises(DataError, match='truncated or corrupt'):
+        load_dataset(str(cut), 'train')

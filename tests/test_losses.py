@@ -1,0 +1,47 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from macrl_hub.losses import info_nce, reconstruction_loss
+
+
+def test_info_nce_hand_computed():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    neg = torch.tensor([[-1.0, 0.0]])
+    t = 0.5
+    # sample 0: pos q0.k0 = 0.6; negatives k1 (0.0) and bank (-1.0)
+    l0 = -math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(0.0 / t) + math.exp(-1.0 / t)))
+    # sample 1: pos q1.k1 = 1.0; negatives k0 (0.8) and bank (0.0)
+    l1 = -math.log(math.exp(1.0 / t) / (math.exp(1.0 / t) + math.exp(0.8 / t) + math.exp(0.0 / t)))
+    assert math.isclose(float(info_nce(q, k, neg, t)), (l0 + l1) / 2, rel_tol=1e-6)
+    # without in-batch negatives: only the positive and the bank (Eq. 2 with a memory bank)
+    l0b = -math.log(math.exp(0.6 / t) / (math.exp(0.6 / t) + math.exp(-1.0 / t)))
+    l1b = -math.log(math.exp(1.0 / t) / (math.exp(1.0 / t) + math.exp(0.0 / t)))
+    assert math.isclose(float(info_nce(q, k, neg, t, in_batch_negatives=False)), (l0b + l1b) / 2, rel_tol=1e-6)
+
+
+def test_info_nce_offset_matches_gathered_keys():
+    q = F.normalize(torch.randn(3, 4), dim=1)
+    k_all = F.normalize(torch.randn(6, 4), dim=1)  # keys of two ranks, this rank is rank 1
+    a = info_nce(q, k_all, None, 0.2, True, k_offset=3)
+    logits = q @ k_all.t() / 0.2
+    assert torch.allclose(a, F.cross_entropy(logits, torch.arange(3) + 3))
+
+
+def test_reconstruction_loss_selects_tokens():
+    pred = torch.zeros(1, 4, 2)
+    target = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]])
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    assert float(reconstruction_loss(pred, target, mask, 'l1', 'masked')) == pytest.approx(2.0)
+    assert float(reconstruction_loss(pred, target, mask, 'l1', 'visible')) == pytest.approx(3.0)
+    assert float(reconstruction_loss(pred, target, mask, 'l1', 'all')) == pytest.approx(2.5)
+    assert float(reconstruction_loss(pred, target, mask, 'l2', 'masked')) == pytest.approx(5.0)
+    normed = reconstruction_loss(target, target, mask, 'l1', 'all', norm_pix=True)
+    assert float(normed) > 0  # constant patches normalise to 0, pred does not
+    with pytest.raises(ValueError, match='allowed'):
+        reconstruction_loss(pred, target, mask, 'huber')
+    with pytest.raises(ValueError, match='allowed'):
+        reconstruction_loss(pred, target, mask, 'l1', 'some')

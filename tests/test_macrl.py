@@ -1,0 +1,163 @@
+import pytest
+import timm
+import torch
+
+from macrl_hub import MACRL
+from macrl_hub.transforms import PairAugment
+from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
+
+from conftest import tiny_encoder, tiny_macrl
+
+
+def _views(B=4, size=32):
+    return torch.randn(B, 3, size, size), torch.randn(B, 3, size, size)
+
+
+def _grad_owners(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n.split('.')[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_macrl_losses_and_gradients():
+    model = tiny_macrl()
+    out = model(*_views())
+    assert set(out) == {'loss', 'loss_cl', 'loss_mim'}
+    assert torch.allclose(out['loss'], 0.1 * out['loss_cl'] + out['loss_mim'])
+    assert _grad_owners(model, out['loss']) == {'encoder', 'decoder', 'projector'}
+    # nothing trainable in the momentum branch
+    assert not any(p.requires_grad for p in model.momentum_encoder.parameters())
+    assert not any(p.requires_grad for p in model.momentum_projector.parameters())
+
+
+def test_each_loss_reaches_exactly_its_parameters():
+    model = tiny_macrl()
+    out = model(*_views())
+    assert _grad_owners(model, out['loss_mim']) == {'encoder', 'decoder'}
+    out = model(*_views())
+    assert _grad_owners(model, out['loss_cl']) == {'encoder', 'projector'}
+
+
+def test_mae_objective():
+    model = tiny_macrl('mae')
+    assert model.momentum_encoder is None and model.projector is None and model.bank is None
+    out = model(*_views())
+    assert set(out) == {'loss', 'loss_mim'} and torch.equal(out['loss'], out['loss_mim'])
+    assert _grad_owners(model, out['loss']) == {'encoder', 'decoder'}
+
+
+def test_moco_objective_has_no_mask_and_no_decoder():
+    model = tiny_macrl('moco', mask_ratio=0.9)
+    assert model.decoder is None and model.mask_ratio == 0.0
+    seen = []
+    orig = model.forward_encoder
+
+    def spy(x, ids):
+        seen.append(ids)
+        return orig(x, ids)
+
+    model.forward_encoder = spy
+    out = model(*_views())
+    assert seen == [None]
+    assert set(out) == {'loss', 'loss_cl'} and torch.equal(out['loss'], out['loss_cl'])
+    assert _grad_owners(model, out['loss']) == {'encoder', 'projector'}
+
+
+def test_masked_branch_sees_only_visible_tokens():
+    model = tiny_macrl(mask_ratio=0.75)
+    tokens = []
+    model.encoder.blocks.register_forward_hook(lambda m, i, o: tokens.append(o.shape[1]))
+    model.momentum_encoder.blocks.register_forward_hook(lambda m, i, o: tokens.append(o.shape[1]))
+    model(*_views())
+    assert tokens == [16, 64]  # 64 patches, 25% visible
+
+
+def test_bank_fills_and_momentum_update():
+    model = tiny_macrl(bank_size=20)
+    model(*_views(4))
+    assert int(model.bank.filled) == 8  # k1 and k2 of 4 samples
+    before = [p.clone() for p in model.momentum_encoder.parameters()]
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    model.update_momentum(0.9)
+    for b, p, o in zip(before, model.momentum_encoder.parameters(), model.encoder.parameters()):
+        assert torch.allclose(p, 0.9 * b + 0.1 * o, atol=1e-6)
+    model.eval()
+    model(*_views(4))
+    assert int(model.bank.filled) == 8  # evaluation does not enqueue
+
+
+def test_wraps_other_timm_vits():
+    enc = timm.create_model('vit_small_patch16_224', img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=2,
+                            num_classes=1000)
+    model = MACRL(enc, decoder_dim=32, proj_hidden_dim=32, proj_dim=16, bank_size=32)
+    assert model.encoder.num_classes == 0 and model.encoder.num_prefix_tokens == 1  # class token kept visible
+    out = model(*_views(2))
+    out['loss'].backward()
+    assert enc.cls_token.grad is not None
+    timm.create_model('vit_small_patch16_224', img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=2,
+                      num_classes=0).load_state_dict(model.encoder.state_dict())
+
+
+def test_encoder_state_dict_loads_into_timm():
+    model = tiny_macrl()
+    fresh = tiny_encoder()
+    fresh.load_state_dict(model.encoder.state_dict())  # strict
+
+
+def test_freeze_patch_embed():
+    model = tiny_macrl(freeze_patch_embed=True)
+    assert not any(p.requires_grad for p in model.encoder.patch_embed.parameters())
+    assert 'patch_embed' not in {n.split('.')[1] for n, p in model.named_parameters() if p.requires_grad
+                                 and n.startswith('encoder.')}
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(objective='simclr'), 'unknown objective'),
+    (dict(mask_ratio=1.0), 'mask_ratio'),
+    (dict(mask_ratio=-0.2), 'mask_ratio'),
+    (dict(rec_loss='l3'), 'rec_loss'),
+    (dict(rec_on='half'), 'rec_on'),
+    (dict(bank_size=-5), 'memory bank size'),
+    (dict(temperature=0.0), 'temperature'),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_macrl(**kwargs)
+
+
+def test_bad_views():
+    model = tiny_macrl()
+    with pytest.raises(ValueError, match=r'takes \(B, 3, 32, 32\)'):
+        model(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
+    with pytest.raises(ValueError, match='differ in shape'):
+        model(torch.randn(2, 3, 32, 32), torch.randn(3, 3, 32, 32))
+    with pytest.raises(ValueError, match='must be a'):
+        model(torch.randn(3, 32, 32), torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match='timm VisionTransformer'):
+        MACRL(torch.nn.Linear(3, 3))
+
+
+def test_few_steps_on_real_cifar_lower_the_loss(cifar_test):
+    """MACRL on 256 real CIFAR-10 images: after 25 AdamW steps the loss on fixed views is lower."""
+    torch.manual_seed(0)
+    model = tiny_macrl(bank_size=0, mask_ratio=0.75)
+    aug = PairAugment(32, CIFAR10_MEAN, CIFAR10_STD)
+    x1, x2 = aug(cifar_test.images[:256], torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+
+    def loss_at_fixed_masks():
+        with torch.no_grad():
+            return {k: float(v) for k, v in model(x1, x2, generator=torch.Generator().manual_seed(123)).items()}
+
+    start = loss_at_fixed_masks()
+    for step in range(25):
+        out = model(x1, x2, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        out['loss'].backward()
+        opt.step()
+        model.update_momentum(0.9)
+    end = loss_at_fixed_masks()
+    assert end['loss'] < 0.8 * start['loss'], (start, end)
+    assert end['loss_mim'] < start['loss_mim'] and end['loss_cl'] < start['loss_cl'], (start, end)

@@ -1,0 +1,97 @@
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+import macrl_hub  # noqa: F401
+from macrl_hub.models import MACRL_ARCHS, architecture_args
+from macrl_hub.pretrained import PretrainedWeightsError
+
+
+def test_registered():
+    assert set(timm.list_models('macrl_*')) == set(MACRL_ARCHS)
+    tags = timm.list_pretrained('macrl_vit_tiny_p4_cifar*')
+    assert 'macrl_vit_tiny_p4_cifar.cifar10' in tags and 'macrl_vit_tiny_p4_cifar.cifar10_lin' in tags
+
+
+@pytest.mark.parametrize('arch', sorted(MACRL_ARCHS))
+def test_every_arch_builds_and_trains(arch):
+    m = timm.create_model(arch)
+    a = MACRL_ARCHS[arch]
+    assert isinstance(m, timm.models.VisionTransformer)
+    assert m.num_features == a['embed_dim'] and len(m.blocks) == a['depth'] and m.num_classes == 0
+    assert m.global_pool == 'avg' and m.cls_token is None and not isinstance(m.fc_norm, torch.nn.Identity)
+    x = torch.randn(2, 3, a['img_size'], a['img_size'], requires_grad=True)
+    y = m(x)
+    assert y.shape == (2, a['embed_dim'])
+    y.sum().backward()
+    assert x.grad is not None and m.patch_embed.proj.weight.grad is not None
+    cfg = timm.data.resolve_data_config({}, model=m)
+    assert cfg['input_size'] == (3, a['img_size'], a['img_size'])
+
+
+def test_timm_features_api():
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 10)
+    tokens = m.forward_features(x)
+    assert tokens.shape == (2, 64, 192)
+    # the feature is the mean of the patch tokens, then fc_norm
+    assert torch.allclose(m.forward_head(tokens, pre_logits=True), m.fc_norm(tokens.mean(1)), atol=1e-5)
+    inter = m.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert len(inter) == 2 and inter[0].shape == (2, 192, 8, 8)
+    m.reset_classifier(5)
+    assert m(x).shape == (2, 5)
+    m.set_grad_checkpointing(True)
+    assert m(x).shape == (2, 5)
+    assert 'blocks' in str(m.group_matcher())
+    f = timm.create_model('macrl_vit_tiny_p4_cifar', features_only=True, out_indices=(-1,))
+    assert f(x)[0].shape == (2, 192, 8, 8)
+
+
+def test_encoder_state_dict_roundtrip_into_plain_timm():
+    ours = timm.create_model('macrl_vit_small_p4_cifar').eval()
+    args = architecture_args('macrl_vit_small_p4_cifar')
+    plain = timm.models.VisionTransformer(**args).eval()
+    plain.load_state_dict(ours.state_dict())  # strict: same keys, same shapes
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(ours(x), plain(x))
+
+
+def test_plain_timm_in_a_fresh_process_matches():
+    """A Python that never imports macrl_hub rebuilds the model from architecture_args alone."""
+    ours = timm.create_model('macrl_vit_tiny_p4_cifar').eval()
+    code = (
+        'import sys, torch, timm, json\n'
+        'assert "macrl_hub" not in sys.modules\n'
+        'args = json.loads(sys.argv[1])\n'
+        'm = timm.models.VisionTransformer(**args)\n'
+        'print(sorted(m.state_dict().keys()) == json.loads(sys.argv[2]))\n'
+    )
+    import json
+    out = subprocess.run([sys.executable, '-c', code, json.dumps(architecture_args('macrl_vit_tiny_p4_cifar')),
+                          json.dumps(sorted(ours.state_dict().keys()))], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'True'
+
+
+def test_bad_input_is_a_value_error():
+    m = timm.create_model('macrl_vit_tiny_p4_cifar')
+    with pytest.raises(ValueError, match=r'expects input \(B, 3, 32, 32\), got \(1, 3, 64, 64\)'):
+        m(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match='3, 32, 32'):
+        m(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+        m(torch.randn(3, 32, 32))
+
+
+def test_unknown_tag_and_missing_weights():
+    with pytest.raises(ValueError, match=r"unknown pretrained tag 'imagenet'.*available: \['cifar10'"):
+        timm.create_model('macrl_vit_tiny_p4_cifar.imagenet', pretrained=True)
+    unpublished = [n for n, sha in macrl_hub.PUBLISHED.items() if not sha]
+    if unpublished:
+        with pytest.raises(PretrainedWeightsError, match='no weights are published'):
+            timm.create_model(unpublished[0], pretrained=True)
+    with pytest.raises(ValueError, match='unknown MACRL architecture'):
+        architecture_args('macrl_vit_huge')

@@ -1,0 +1,26 @@
+import math
+
+import torch
+from torch import nn
+
+from macrl_hub.momentum import cosine_momentum, update_momentum
+
+
+def test_ema_math():
+    online, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    t0 = [p.detach().clone() for p in target.parameters()]
+    o = [p.detach().clone() for p in online.parameters()]
+    update_momentum(online, target, 0.9)
+    for p, a, b in zip(target.parameters(), t0, o):
+        assert torch.allclose(p, 0.9 * a + 0.1 * b)
+    update_momentum(online, target, 0.0)  # m = 0 copies
+    for p, b in zip(target.parameters(), o):
+        assert torch.allclose(p, b)
+
+
+def test_cosine_schedule():
+    assert cosine_momentum(0, 100, 0.99) == 0.99
+    assert math.isclose(cosine_momentum(100, 100, 0.99), 1.0)
+    assert math.isclose(cosine_momentum(50, 100, 0.99), 0.995)
+    vals = [cosine_momentum(s, 100, 0.99) for s in range(101)]
+    assert all(a <= b for a, b in zip(vals, vals[1:]))

@@ -1,0 +1,120 @@
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from macrl_hub.config import TrainConfig, parse_duration
+from macrl_hub.macrl import MACRL
+from macrl_hub.train import TrainingDiverged, lr_at, resolve_precision, train
+
+TINY = '{"depth": 2, "embed_dim": 32, "num_heads": 2}'
+
+
+@pytest.fixture(scope='module')
+def small_folder(tmp_path_factory, cifar_test):
+    """192 train / 64 test real CIFAR-10 images as an ImageFolder tree of PNGs."""
+    root = tmp_path_factory.mktemp('cifar_small')
+    for split, idx in (('train', range(0, 10000, 52)[:192]), ('test', range(26, 10000, 156)[:64])):
+        for i in idx:  # strided: the archive is sorted by class, so every class appears
+            c = cifar_test.classes[int(cifar_test.labels[i])]
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(cifar_test.images[i].permute(1, 2, 0).numpy()).save(root / split / c / f'{i}.png')
+    return root
+
+
+def _cfg(data, out, **kw):
+    base = dict(model='macrl_vit_tiny_p4_cifar', model_args=TINY, data=str(data), out=str(out), epochs=2,
+                batch_size=32, decoder_dim=32, proj_hidden_dim=64, proj_dim=16, bank_size=128, blr=1e-3,
+                warmup_epochs=0.5, progress=False, log_every=1, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_train_writes_checkpoint_and_log(small_folder, tmp_path):
+    res = train(_cfg(small_folder, tmp_path / 'run', max_steps=4, bank_size=512))
+    assert res['reason'] == 'done' and res['step'] == 4
+    ck = torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)  # no pickled objects
+    assert ck['step'] == 4 and ck['arch'] == 'macrl_vit_tiny_p4_cifar' and ck['model_args']['depth'] == 2
+    assert int(ck['model']['bank.filled']) == 4 * 64  # the memory bank is saved
+    recs = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
+    steps = [r for r in recs if 'lr' in r]
+    assert [r['step'] for r in steps] == [1, 2, 3, 4]
+    for key in ('loss', 'loss_cl', 'loss_mim', 'lr', 'momentum', 'img_per_s'):
+        assert all(math.isfinite(r[key]) for r in steps), key
+    assert recs[-1]['event'] == 'end'
+
+
+def test_resume_is_exact(small_folder, tmp_path):
+    train(_cfg(small_folder, tmp_path / 'a', max_steps=8))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=5))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=3, resume='auto'))
+    a = torch.load(tmp_path / 'a' / 'checkpoint.pth', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'checkpoint.pth', weights_only=True)
+    assert a['step'] == b['step'] == 8  # crosses an epoch boundary (6 steps/epoch)
+    for k, v in a['model'].items():
+        assert torch.equal(v, b['model'][k]), k
+    la = [json.loads(l) for l in (tmp_path / 'a' / 'log.jsonl').read_text().splitlines() if '"lr"' in l]
+    lb = [json.loads(l) for l in (tmp_path / 'b' / 'log.jsonl').read_text().splitlines() if '"lr"' in l]
+    assert [r['loss'] for r in la] == [r['loss'] for r in lb]
+
+
+def test_time_budget_stops_cleanly(small_folder, tmp_path):
+    res = train(_cfg(small_folder, tmp_path / 'run', time_budget='0s'))
+    assert res['reason'] == 'time_budget' and res['step'] == 1
+    assert torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)['step'] == 1
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(small_folder, tmp_path, monkeypatch):
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=2))
+    ck = tmp_path / 'run' / 'checkpoint.pth'
+    before = _sha(ck)
+    orig = MACRL.forward
+
+    def poisoned(self, x1, x2, generator=None):
+        out = orig(self, x1, x2, generator)
+        out['loss'] = out['loss'] * float('nan')
+        return out
+
+    monkeypatch.setattr(MACRL, 'forward', poisoned)
+    with pytest.raises(TrainingDiverged, match='loss is nan at step 2.*untouched'):
+        train(_cfg(small_folder, tmp_path / 'run', max_steps=3, resume='auto', ckpt_every_min=0))
+    assert _sha(ck) == before
+
+
+def test_unwritable_out_fails_before_training(small_folder, tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    with pytest.raises(OSError, match='not writable'):
+        train(_cfg(small_folder, blocker / 'run'))
+
+
+def test_bad_config_values(small_folder, tmp_path):
+    with pytest.raises(ValueError, match='divisible'):
+        train(_cfg(small_folder, tmp_path / 'r', batch_size=30, accum_steps=4))
+    with pytest.raises(ValueError, match='unknown model'):
+        train(_cfg(small_folder, tmp_path / 'r', model='vit_nonexistent', model_args=''))
+    with pytest.raises(ValueError, match='JSON object'):
+        train(_cfg(small_folder, tmp_path / 'r', model_args='depth=2'))
+    with pytest.raises(ValueError, match='resume'):
+        train(_cfg(small_folder, tmp_path / 'r1', max_steps=1))
+        train(_cfg(small_folder, tmp_path / 'r1', max_steps=1, resume='auto', proj_dim=8))
+
+
+def test_schedules_and_durations():
+    assert parse_duration('90m') == 5400 and parse_duration('1h30m') == 5400 and parse_duration('45s') == 45
+    assert parse_duration('3600') == 3600 and parse_duration('') == float('inf')
+    with pytest.raises(ValueError, match='duration'):
+        parse_duration('ninety')
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1) and lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+    assert resolve_precision('fp32', torch.device('cpu')) == 'fp32'
+    assert resolve_precision('auto', torch.device('cpu')) in ('fp32', 'bf16')
+    with pytest.raises(ValueError, match='precision'):
+        resolve_precision('int8', torch.device('cpu'))
