@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.distributed as dist
 
+from .card import hardware
 from .config import TrainConfig, add_dataclass_args, config_from_args, parse_duration
 from .data import default_data, load_dataset
 from .distributed import is_dist, rank, world_size
@@ -338,7 +339,7 @@ def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, tr
         'model': model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
         'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
         'model_args': cfg.encoder_kwargs(),
-        'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__),
+        'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__), 'hardware': hardware(),
     }, path)
 
 

@@ -41,6 +41,7 @@ def save_safetensors(state_dict: Dict[str, torch.Tensor], path: os.PathLike, met
     os.close(fd)
     try:
         save_file(sd, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; published files are meant to be read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,154 @@
+"""Model cards: Hub metadata (huggingface_hub's ModelCardData + EvalResult) and a body built only from
+the checkpoint, the eval JSON lines and the training log. Nothing on a card is typed by hand."""
+import json
+import platform
+from pathlib import Path
+from typing import Any, Dict, List
+
+__all__ = ['write_model_card', 'train_command', 'hardware']
+
+_DATASETS = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'tinyimagenet': 'zh-plus/tiny-imagenet',
+             'imagenette': 'frgfm/imagenette', 'imagewoof': 'frgfm/imagewoof'}
+_METRICS = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
+            'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1'}
+CITATION = '''@article{yao2022macrl,
+  title={Masked Contrastive Representation Learning},
+  author={Yao, Yuchong and Desai, Nandakishor and Palaniswami, Marimuthu},
+  journal={arXiv preprint arXiv:2211.06012},
+  year={2022}
+}'''
+
+
+def train_command(cfg: Dict[str, Any]) -> str:
+    """The `macrl train` command line that reproduces a run's config (non-default flags only)."""
+    from .config import TrainConfig
+    default = TrainConfig()
+    parts = ['macrl train']
+    for k, v in cfg.items():
+        if not hasattr(default, k) or getattr(default, k) == v or k in ('progress', 'resume'):
+            continue
+        flag = '--' + k.replace('_', '-')
+        if isinstance(v, bool):
+            parts.append(flag if v else f'--no-{k.replace("_", "-")}')
+        elif isinstance(v, (list, tuple)):
+            parts.append(f'{flag} ' + ' '.join(map(str, v)))
+        else:
+            sval = str(v)
+            parts.append(f"{flag} '{sval}'" if any(c in sval for c in ' {}"') else f'{flag} {sval}')
+    return ' \\\n    '.join(parts)
+
+
+def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[str, Any],
+                     evals: List[Dict[str, Any]], log: List[Dict[str, Any]]) -> Path:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from .pretrained import hub_repo_id
+    arch, tag = name.split('.', 1)
+    dataset_key = tag.split('_')[0]
+    dataset = _DATASETS.get(dataset_key, dataset_key)
+    results = []
+    for ev in evals:
+        for key, label in _METRICS.items():
+            if key in ev:
+                results.append(EvalResult(
+                    task_type='image-classification', dataset_type=dataset, dataset_name=dataset_key.upper(),
+                    dataset_split='test', metric_type='accuracy', metric_name=label, metric_value=round(ev[key], 2)))
+    data = ModelCardData(
+        library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'), datasets=[dataset],
+        tags=['image-classification', 'timm', 'self-supervised', 'macrl', 'vision-transformer'],
+        pipeline_tag='image-classification' if config['num_classes'] else 'image-feature-extraction',
+        model_name=name, eval_results=results or None)
+    tcfg = ck.get('config', {})
+    end = next((r for r in reversed(log) if r.get('event') == 'end'), {})
+    steps = [r for r in log if 'img_per_s' in r]
+    mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
+    a = config['model_args']
+    lines = [
+        f'# {name}',
+        '',
+        f'A Vision Transformer ({a["embed_dim"]}-d, {a["depth"]} layers, {a["num_heads"]} heads, patch '
+        f'{a["patch_size"]}, {a["img_size"]}x{a["img_size"]} input) pretrained with **MACRL** (Masked Contrastive '
+        f'Representation Learning, [arXiv:2211.06012](https://arxiv.org/abs/2211.06012)) on {dataset_key.upper()} '
+        f'by [macrl-hub](https://github.com/macrl-hub/macrl-hub). Features are the average of the patch tokens '
+        f'followed by a LayerNorm (`fc_norm`).',
+        '' if not config['num_classes'] else
+        f'\nThis tag adds a linear classifier ({config["num_classes"]} classes: '
+        f'{", ".join(config["pretrained_cfg"].get("label_names", []))}) trained by the linear probe on the frozen '
+        f'encoder, so `pretrained=True` classifies out of the box.',
+        '',
+        '## Usage',
+        '',
+        '```python',
+        'import timm, torch',
+        'import macrl_hub  # registers macrl_vit_* (only needed for the short name)',
+        f"model = timm.create_model('{name}', pretrained=True).eval()",
+        '# or, with plain timm and no plugin:',
+        f"model = timm.create_model('hf-hub:{hub_repo_id(name)}', pretrained=True).eval()",
+        '# or with torch.hub:',
+        f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True)",
+        'cfg = timm.data.resolve_data_config({}, model=model)',
+        'transform = timm.data.create_transform(**cfg)',
+        'features = model.forward_head(model.forward_features(x), pre_logits=True)  # (B, '
+        f'{config["num_features"]})',
+        '```',
+        '',
+        '## Results',
+        '',
+    ]
+    if evals:
+        lines += ['| metric | value | data | command |', '|---|---|---|---|']
+        for ev in evals:
+            for key, label in _METRICS.items():
+                if key in ev:
+                    lines.append(f'| {label} | {ev[key]:.2f}% | {ev.get("n_train")} train / {ev.get("n_test")} test '
+                                 f'images | `{ev.get("command", "")}` |')
+        lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
+                  + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
+    else:
+        lines.append('Not evaluated yet.')
+    lines += [
+        '',
+        '## Training',
+        '',
+        f'- Objective `{tcfg.get("objective")}`: mask ratio {tcfg.get("mask_ratio")}, reconstruction '
+        f'{tcfg.get("rec_loss")} on {tcfg.get("rec_on")} tokens, alpha {tcfg.get("alpha")}, temperature '
+        f'{tcfg.get("temperature")}, memory bank {tcfg.get("bank_size")}, momentum {tcfg.get("momentum")} -> 1.',
+        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} epochs at batch '
+        f'{tcfg.get("batch_size")}, {ck.get("precision")} precision, '
+        f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
+        f'{end.get("reason", "?")}.',
+        f'- Hardware: {ck.get("hardware") or hardware()} (torch {ck.get("torch")}).',
+        '- Training curve: `training_curve.png` (loss keys relative to their first value).',
+        '',
+        'Command:',
+        '',
+        '```bash',
+        train_command(tcfg),
+        '```',
+        '',
+        '## Citation',
+        '',
+        '```bibtex',
+        CITATION,
+        '```',
+        '',
+    ]
+    card = ModelCard(f'---\n{data.to_yaml()}\n---\n\n' + '\n'.join(lines))
+    path = Path(folder) / 'README.md'
+    card.save(path)
+    return path
+
+
+def hardware() -> str:
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+    return f'{cpu}, {os.cpu_count()} cores, no GPU'

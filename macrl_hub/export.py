@@ -1,0 +1,127 @@
+"""Export a training checkpoint as a Hub-ready model folder: `macrl export` (also `python -m macrl_hub.export`).
+
+    macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10 \
+        --eval-json results/knn.json results/linear.json [--full] [--out-dir model_cards]
+    macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10_lin --head head.safetensors
+
+Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
+  model.safetensors    encoder (timm key names; fp32 unless --fp16; with the linear head for *_lin tags)
+  config.json          stock timm architecture + every model argument, so plain timm (no plugin) rebuilds it:
+                       timm.create_model('local-dir:model_cards/<arch>.<tag>', pretrained=True)
+  README.md            model card: Hub metadata + model-index from the eval JSONs, usage, recipe, results
+  pretrain.safetensors (--full) the whole MACRL state: decoder, projectors, momentum encoder, bank
+  training_curve.png   loss curves from the run's log.jsonl, when found beside the checkpoint
+"""
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .models import MACRL_ARCHS, architecture_args, checkpoint_filter_fn
+from .weights import load_safetensors, save_safetensors
+
+__all__ = ['export', 'plain_timm_config', 'main']
+
+# a stock timm architecture of the same family; every argument is overridden by model_args anyway
+_STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224', 512: 'vit_medium_patch16_gap_256'}
+
+
+def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) -> Dict[str, Any]:
+    """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load)."""
+    from timm.models._pretrained import filter_pretrained_cfg  # noqa
+    args = dict(architecture_args(arch), **model_args) if arch in MACRL_ARCHS else dict(model_args)
+    num_classes = model.num_classes
+    args.pop('num_classes', None)
+    cfg = {k: v for k, v in model.pretrained_cfg.items()
+           if k not in ('state_dict', 'file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source', 'architecture', 'tag')
+           and v is not None}
+    cfg['num_classes'] = num_classes
+    cfg['tag'] = tag
+    return {
+        'architecture': _STOCK.get(args.get('embed_dim'), 'vit_base_patch16_224'),
+        'num_classes': num_classes,
+        'num_features': model.num_features,
+        'global_pool': args.get('global_pool', 'avg'),
+        'model_args': args,
+        'pretrained_cfg': json.loads(json.dumps(cfg, default=list)),
+        'macrl_architecture': arch,
+    }
+
+
+def _load_checkpoint(path: Path):
+    ck = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(ck, dict) or 'model' not in ck or 'arch' not in ck:
+        raise ValueError(f'{path} is not a `macrl train` checkpoint (no "model"/"arch" keys)')
+    return ck
+
+
+def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: Optional[List[str]] = None,
+           head: Optional[str] = None, full: bool = False, fp16: bool = False) -> Path:
+    import timm
+    from . import models  # noqa: F401
+    if '.' not in name:
+        raise ValueError(f'--name must be <arch>.<tag>, e.g. macrl_vit_tiny_p4_cifar.cifar10; got {name!r}')
+    arch, tag = name.split('.', 1)
+    ck = _load_checkpoint(Path(checkpoint))
+    if ck['arch'] != arch:
+        raise ValueError(f'checkpoint {checkpoint} is a {ck["arch"]}, not {arch}')
+    model_args = dict(ck.get('model_args') or {})
+    head_sd, label_names = None, None
+    if head:
+        head_sd = load_safetensors(head)
+        from safetensors import safe_open
+        with safe_open(head, 'pt') as f:
+            meta = f.metadata() or {}
+        label_names = json.loads(meta['label_names']) if 'label_names' in meta else None
+    num_classes = head_sd['head.weight'].shape[0] if head_sd else 0
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args)
+    sd = checkpoint_filter_fn(ck['model'], model)
+    if head_sd:
+        sd.update(head_sd)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f'checkpoint {checkpoint} does not fit {arch}: missing keys {missing[:8]}, '
+                         f'unexpected keys {unexpected[:8]}')
+    if label_names:
+        model.pretrained_cfg['label_names'] = label_names
+    folder = Path(out_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if fp16 else torch.float32
+    save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
+                     metadata={'format': 'pt'})
+    config = plain_timm_config(model, arch, model_args, tag)
+    (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+    if full:
+        save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
+                         folder / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})
+    evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
+    log = Path(checkpoint).parent / 'log.jsonl'
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    if records:
+        from .plot import plot_training_curve
+        plot_training_curve(records, folder / 'training_curve.png', title=name)
+    from .card import write_model_card
+    write_model_card(folder, name, config, ck, evals, records)
+    return folder
+
+
+def main(argv: Optional[list] = None) -> Path:
+    p = argparse.ArgumentParser(prog='macrl export', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('checkpoint')
+    p.add_argument('--name', required=True, help='<arch>.<tag>, e.g. macrl_vit_tiny_p4_cifar.cifar10')
+    p.add_argument('--out-dir', default='model_cards')
+    p.add_argument('--eval-json', nargs='*', default=[], help='JSON lines printed by `macrl eval --json-out`')
+    p.add_argument('--head', default=None, help='linear head from `macrl eval linear --save-head`')
+    p.add_argument('--full', action='store_true', help='also write pretrain.safetensors (whole MACRL state, fp16)')
+    p.add_argument('--fp16', action='store_true', help='store the encoder in fp16 (default fp32)')
+    a = p.parse_args(argv)
+    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16)
+    print(f'macrl export: wrote {folder}: {", ".join(sorted(f.name for f in folder.iterdir()))}')
+    return folder
+
+
+if __name__ == '__main__':
+    main()

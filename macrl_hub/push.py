@@ -1,0 +1,44 @@
+"""Upload a model folder to the Hugging Face Hub: `macrl push` (also `python -m macrl_hub.push`).
+
+    macrl push model_cards/macrl_vit_tiny_p4_cifar.cifar10 --repo-id my-org/macrl_vit_tiny_p4_cifar.cifar10
+
+The token comes from the usual places (HF_TOKEN, `hf auth login`). The repo is created if needed.
+"""
+import argparse
+from pathlib import Path
+from typing import Optional
+
+__all__ = ['push', 'main']
+
+REQUIRED = ('model.safetensors', 'config.json', 'README.md')
+
+
+def push(folder: str, repo_id: str, private: bool = False, revision: Optional[str] = None,
+         message: str = 'Upload MACRL model') -> str:
+    from huggingface_hub import HfApi
+    path = Path(folder)
+    missing = [f for f in REQUIRED if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f'{path} is not a model folder: missing {missing} (make one with `macrl export`)')
+    api = HfApi()
+    api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(path), repo_id=repo_id, repo_type='model', revision=revision,
+                             commit_message=message)
+    return str(getattr(info, 'commit_url', info))
+
+
+def main(argv: Optional[list] = None) -> str:
+    p = argparse.ArgumentParser(prog='macrl push', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('folder')
+    p.add_argument('--repo-id', required=True, help='<org>/<name> on the Hub')
+    p.add_argument('--private', action='store_true')
+    p.add_argument('--revision', default=None)
+    a = p.parse_args(argv)
+    url = push(a.folder, a.repo_id, a.private, a.revision)
+    print(f'macrl push: {a.folder} -> {url}')
+    return url
+
+
+if __name__ == '__main__':
+    main()

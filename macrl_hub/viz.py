@@ -1,0 +1,200 @@
+"""Attention maps (the paper's Fig. 3): `macrl viz attention` (also `python -m macrl_hub.viz`).
+
+    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz \
+        --n 8 --out maps.png
+    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10_lin --method chefer --images a.png b.jpg
+    macrl viz attention --model runs/macrl/checkpoint.pth --compare runs/mae/checkpoint.pth runs/moco/checkpoint.pth
+
+Methods, each a map over the patch grid that is non-negative and sums to 1 per image:
+  last     last-layer attention, averaged over heads and over the query tokens (the class token's row if
+           the model has one): where the final features look.
+  rollout  attention rollout (Abnar & Zuidema 2020): prod_l (A_l + I)/2 with rows renormalised.
+  chefer   Chefer, Gur & Wolf, ICCV 2021 "Generic Attention-model Explainability" (the simple rule):
+           R = I; R += mean_h[(grad(A) * A)^+] @ R per block; needs a classifier head (the predicted class
+           is explained). Encoders without a head fall back to rollout.
+Our encoders have no class token and average the patch tokens, so a token's relevance is the mean of
+its column over all query rows.
+"""
+import argparse
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ['attention_maps', 'capture_attention', 'save_grid', 'METHODS', 'main']
+
+METHODS = ('last', 'rollout', 'chefer')
+
+
+class capture_attention:
+    """Context manager: record every block's attention probabilities (B, heads, N, N) and, if asked,
+    their gradients. Switches fused attention off for the duration (fused kernels expose no weights)."""
+
+    def __init__(self, model: nn.Module, grads: bool = False):
+        self.model, self.grads = model, grads
+        self.attn: List[Tensor] = []
+        self.attn_grad: Dict[int, Tensor] = {}
+
+    def __enter__(self):
+        self._handles, self._fused = [], []
+        for i, blk in enumerate(self.model.blocks):
+            self._fused.append(blk.attn.fused_attn)
+            blk.attn.fused_attn = False
+            self._handles.append(blk.attn.attn_drop.register_forward_hook(self._hook(i)))
+        return self
+
+    def _hook(self, i: int):
+        def fn(module, inputs, output):
+            self.attn.append(output)
+            if self.grads and output.requires_grad:
+                output.register_hook(lambda g: self.attn_grad.__setitem__(i, g))
+        return fn
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        for blk, f in zip(self.model.blocks, self._fused):
+            blk.attn.fused_attn = f
+        return False
+
+
+def _to_patch_map(R: Tensor, num_prefix: int, grid) -> Tensor:
+    """R: (B, N, N) token relevance -> (B, h, w) over patches, summing to 1."""
+    if num_prefix:
+        r = R[:, 0, num_prefix:]  # the class token's row
+    else:
+        r = R.mean(dim=1)  # features average all tokens
+    r = r.clamp_min(0)
+    r = r / r.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return r.reshape(-1, *grid)
+
+
+def attention_maps(model: nn.Module, x: Tensor, method: str = 'rollout', target: Optional[Tensor] = None) -> Tensor:
+    """x: (B, C, H, W) normalised images -> (B, h, w) relevance maps on the patch grid (each sums to 1)."""
+    if method not in METHODS:
+        raise ValueError(f'unknown attention method {method!r}; allowed: {METHODS}')
+    if method == 'chefer' and not getattr(model, 'num_classes', 0):
+        method = 'rollout'  # no head to explain
+    grid = tuple(model.patch_embed.grid_size)
+    P = model.num_prefix_tokens
+    was_training = model.training
+    model.eval()
+    with capture_attention(model, grads=method == 'chefer') as cap:
+        if method == 'chefer':
+            x = x.detach().requires_grad_(False)
+            with torch.enable_grad():
+                logits = model(x)
+                cls = logits.argmax(1) if target is None else target
+                model.zero_grad(set_to_none=True)
+                logits.gather(1, cls.view(-1, 1)).sum().backward()
+        else:
+            with torch.no_grad():
+                model.forward_features(x)
+    model.train(was_training)
+    A = [a.detach().float() for a in cap.attn]  # each (B, heads, N, N)
+    B, _, N, _ = A[0].shape
+    eye = torch.eye(N).expand(B, N, N)
+    if method == 'last':
+        return _to_patch_map(A[-1].mean(1), P, grid)
+    if method == 'rollout':
+        R = eye.clone()
+        for a in A:
+            a = 0.5 * a.mean(1) + 0.5 * eye
+            R = (a / a.sum(-1, keepdim=True)) @ R
+        return _to_patch_map(R, P, grid)
+    R = eye.clone()
+    for i, a in enumerate(A):
+        g = cap.attn_grad[i].float()
+        cam = (g * a).clamp_min(0).mean(1)  # (B, N, N)
+        R = R + cam @ R
+    return _to_patch_map(R, P, grid)
+
+
+def _colormap(v: Tensor) -> Tensor:
+    """v: (H, W) in [0, 1] -> (H, W, 3) uint8, a blue-cyan-yellow-red ramp."""
+    stops = torch.tensor([[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 64, 0]], dtype=torch.float)
+    pos = v.clamp(0, 1) * (len(stops) - 1)
+    i = pos.floor().long().clamp(max=len(stops) - 2)
+    f = (pos - i).unsqueeze(-1)
+    return (stops[i] * (1 - f) + stops[i + 1] * f).to(torch.uint8)
+
+
+def save_grid(images: Tensor, panels: Dict[str, Tensor], path: Path, scale: int = 4) -> Path:
+    """images: (B, 3, H, W) uint8; panels: name -> (B, h, w) maps. One row per image: the image, then
+    an overlay per panel (map upsampled to the image, min-max scaled for display, blended 50/50)."""
+    from PIL import Image, ImageDraw
+    import torch.nn.functional as F
+    B, _, H, W = images.shape
+    S = (H * scale, W * scale)
+    cols = 1 + len(panels)
+    header = 14
+    canvas = Image.new('RGB', (cols * S[1], header + B * S[0]), 'white')
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(['image'] + list(panels)):
+        draw.text((j * S[1] + 3, 1), name[:S[1] // 6], fill='black')
+    big = F.interpolate(images.float(), size=S, mode='nearest')  # (B, 3, SH, SW)
+    for b in range(B):
+        img = big[b].permute(1, 2, 0)
+        canvas.paste(Image.fromarray(img.to(torch.uint8).numpy()), (0, header + b * S[0]))
+        for j, m in enumerate(panels.values(), start=1):
+            mm = F.interpolate(m[b][None, None].float(), size=S, mode='bilinear', align_corners=False)[0, 0]
+            mm = (mm - mm.min()) / (mm.max() - mm.min()).clamp_min(1e-12)  # display: min-max per map
+            over = 0.5 * img + 0.5 * _colormap(mm).float()
+            canvas.paste(Image.fromarray(over.to(torch.uint8).numpy()), (j * S[1], header + b * S[0]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def _load_images(files: Sequence[str], size: int) -> Tensor:
+    from .data import decode_images
+    blobs = [Path(f).read_bytes() for f in files]
+    imgs, _ = decode_images(blobs, list(files), size=size, on_error='raise')
+    return imgs
+
+
+def main(argv: Optional[list] = None) -> Path:
+    from .data import default_data, load_dataset
+    from .evaluate import load_encoder
+    from .features import data_config
+    from .transforms import eval_batch
+    p = argparse.ArgumentParser(prog='macrl viz', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('what', choices=['attention'])
+    p.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
+    p.add_argument('--compare', nargs='*', default=[], help='more models, shown side by side')
+    p.add_argument('--images', nargs='*', default=[], help='image files (else --data)')
+    p.add_argument('--data', default=None)
+    p.add_argument('--split', default='test')
+    p.add_argument('--n', type=int, default=8)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--method', nargs='+', default=None, choices=METHODS,
+                   help='default: last + rollout (+ chefer for models with a head)')
+    p.add_argument('--out', default='attention.png')
+    a = p.parse_args(argv)
+    models = [(s, load_encoder(s)) for s in [a.model] + a.compare]
+    size = data_config(models[0][1])[0]
+    if a.images:
+        images = _load_images(a.images, size)
+    else:
+        data = a.data or default_data()
+        if data is None:
+            p.error('give --images or --data (or set MACRL_DATA)')
+        images = load_dataset(data, a.split, size=size).subset(a.n, seed=a.seed).images
+    panels: Dict[str, Tensor] = {}
+    for spec, model in models:
+        _, mean, std = data_config(model)
+        x = eval_batch(images, size, mean, std)
+        methods = a.method or (['last', 'rollout'] + (['chefer'] if model.num_classes else []))
+        for m in methods:
+            label = m if len(models) == 1 else f'{Path(spec).parent.name or spec}:{m}'
+            panels[label] = attention_maps(model, x, m)
+    out = save_grid(images, panels, Path(a.out))
+    print(f'macrl viz: wrote {out} ({len(images)} images x {len(panels)} maps)')
+    return out
+
+
+if __name__ == '__main__':
+    main()
