@@ -1,0 +1,161 @@
+"""Export, model folders and loading by timm, plain timm, torch.hub and the Hub protocol (offline)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import macrl_hub  # noqa: F401
+from macrl_hub.export import export
+from macrl_hub.pretrained import PretrainedWeightsError, resolve_weights, sha256_file
+from macrl_hub.weights import WeightsFileError, load_safetensors
+
+from conftest import ROOT
+from hub_server import HubServer
+
+NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A real (tiny-step) MACRL checkpoint of the full macrl_vit_tiny_p4_cifar, exported as a model folder."""
+    from macrl_hub import MACRL
+    from macrl_hub.train import _save
+    from macrl_hub.config import TrainConfig
+    root = tmp_path_factory.mktemp('export')
+    torch.manual_seed(0)
+    cfg = TrainConfig(bank_size=256, proj_hidden_dim=64)
+    model = MACRL(timm.create_model('macrl_vit_tiny_p4_cifar'), **cfg.macrl_kwargs())
+    opt = torch.optim.AdamW(model.parameters())
+    _save(root / 'checkpoint.pth', model, opt, torch.amp.GradScaler('cpu', enabled=False), cfg, 3, 1.0, 'fp32')
+    (root / 'knn.json').write_text(json.dumps({'eval': 'knn', 'knn_top1_k20': 41.5, 'knn_top1_k200': 40.25,
+                                               'n_train': 50000, 'n_test': 10000, 'command': 'macrl eval knn ...',
+                                               'wall_time_s': 1.0}) + '\n')
+    folder = export(str(root / 'checkpoint.pth'), NAME, str(root / 'cards'), [str(root / 'knn.json')])
+    return folder, model
+
+
+def test_export_folder_contents(exported):
+    folder, model = exported
+    assert {p.name for p in folder.iterdir()} >= {'model.safetensors', 'config.json', 'README.md'}
+    sd = load_safetensors(folder / 'model.safetensors')
+    assert sd.keys() == model.encoder.state_dict().keys()
+    assert all(torch.equal(sd[k], v) for k, v in model.encoder.state_dict().items())
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['architecture'] in timm.list_models('vit_*') and not cfg['architecture'].startswith('macrl')
+    card = (folder / 'README.md').read_text()
+    assert 'library_name: timm' in card and 'model-index' in card and 'value: 40.25' in card
+    assert 'macrl train' in card and 'arXiv:2211.06012' in card
+
+
+def _run(code: str, env: dict) -> str:
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, **env},
+                         cwd=str(ROOT), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_plain_timm_local_dir_and_hf_hub_without_plugin(exported, tmp_path):
+    folder, model = exported
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / 'x.pt')
+    expected = model.encoder.eval()(x)
+    code = (
+        'import sys, torch, timm\n'
+        f'x = torch.load({str(tmp_path / "x.pt")!r})\n'
+        f'a = timm.create_model("local-dir:{folder}", pretrained=True).eval()\n'
+        f'b = timm.create_model("hf-hub:test-org/{NAME}", pretrained=True).eval()\n'
+        'assert "macrl_hub" not in sys.modules\n'
+        f'torch.save([a(x), b(x)], {str(tmp_path / "out.pt")!r})\n'
+    )
+    with HubServer({f'test-org/{NAME}': folder}) as hub:
+        _run(code, {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1'})
+        assert any(r[0] == 'GET' and r[1].endswith('model.safetensors') for r in hub.requests)
+    a, b = torch.load(tmp_path / 'out.pt')
+    assert torch.allclose(a, expected, atol=1e-6) and torch.allclose(b, expected, atol=1e-6)
+
+
+def test_registered_name_downloads_from_hub_with_sha_check(exported, tmp_path):
+    folder, model = exported
+    sha = sha256_file(folder / 'model.safetensors')
+    code = (
+        'import torch, timm, macrl_hub\n'
+        'from pathlib import Path\n'
+        'from macrl_hub import pretrained\n'
+        f'pretrained.PUBLISHED[{NAME!r}] = {sha!r}\n'
+        f'pretrained.MODEL_CARDS_DIR = Path({str(tmp_path / "no_local")!r})\n'
+        f'm = timm.create_model({NAME!r}, pretrained=True)\n'
+        f'torch.save(m.state_dict(), {str(tmp_path / "sd.pt")!r})\n'
+        f'pretrained.PUBLISHED[{NAME!r}] = "0" * 64\n'
+        'try:\n'
+        f'    timm.create_model({NAME!r}, pretrained=True)\n'
+        'except pretrained.PretrainedWeightsError as e:\n'
+        '    print("MISMATCH", e)\n'
+    )
+    with HubServer({f'macrl-hub/{NAME}': folder}) as hub:
+        out = _run(code, {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1'})
+    sd = torch.load(tmp_path / 'sd.pt')
+    assert all(torch.equal(sd[k], v) for k, v in model.encoder.state_dict().items())
+    assert 'MISMATCH checksum mismatch' in out and sha in out and '0' * 64 in out
+
+
+def test_missing_weights_offline_says_where_it_looked(tmp_path, monkeypatch):
+    from macrl_hub import pretrained
+    monkeypatch.setitem(pretrained.PUBLISHED, NAME, '1' * 64)
+    monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', tmp_path / 'none')
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(PretrainedWeightsError, match=r'looked in: .*none.*model.safetensors, hf://macrl-hub/'):
+        resolve_weights(NAME)
+
+
+def test_local_first_and_corrupt_files(exported, tmp_path, monkeypatch):
+    from macrl_hub import pretrained
+    folder, model = exported
+    cards = tmp_path / 'cards'
+    (cards / NAME).mkdir(parents=True)
+    data = (folder / 'model.safetensors').read_bytes()
+    (cards / NAME / 'model.safetensors').write_bytes(data)
+    monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', cards)
+    monkeypatch.setitem(pretrained.PUBLISHED, NAME, sha256_file(folder / 'model.safetensors'))
+    m = timm.create_model(NAME, pretrained=True)
+    assert torch.equal(m.pos_embed, model.encoder.pos_embed)
+    # pretrained_cfg_overlay with a file keeps working as in timm (and wins)
+    m2 = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
+    assert torch.equal(m2.pos_embed, model.encoder.pos_embed)
+    # truncated
+    (cards / NAME / 'model.safetensors').write_bytes(data[: len(data) // 2])
+    with pytest.raises(PretrainedWeightsError, match='checksum mismatch'):
+        timm.create_model(NAME, pretrained=True)
+    with pytest.raises(WeightsFileError, match='truncated or corrupt'):
+        load_safetensors(cards / NAME / 'model.safetensors')
+    # a pickle offered as weights
+    torch.save(model.encoder.state_dict(), tmp_path / 'pickle.safetensors')
+    with pytest.raises(WeightsFileError, match='pickle'):
+        load_safetensors(tmp_path / 'pickle.safetensors')
+
+
+def test_export_rejects_other_architecture(exported, tmp_path):
+    folder, _ = exported
+    ck = folder.parent.parent / 'checkpoint.pth'
+    with pytest.raises(ValueError, match='is a macrl_vit_tiny_p4_cifar, not macrl_vit_small_p4_cifar'):
+        export(str(ck), 'macrl_vit_small_p4_cifar.cifar10', str(tmp_path))
+    bad = torch.load(ck, weights_only=True)
+    bad['model'] = {k: v for k, v in bad['model'].items() if 'blocks.11' not in k}
+    torch.save(bad, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match=r'missing keys \[.blocks\.11'):
+        export(str(tmp_path / 'bad.pth'), NAME, str(tmp_path))
+
+
+def test_torch_hub_local(exported, tmp_path):
+    m = torch.hub.load(str(ROOT), 'macrl_vit_tiny_p4_cifar', source='local', pretrained=False, num_classes=3)
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    import hubconf
+    from macrl_hub.models import MACRL_ARCHS
+    assert all(callable(getattr(hubconf, arch)) and getattr(hubconf, arch).__doc__ for arch in MACRL_ARCHS)
+    assert hubconf.dependencies == ['torch', 'timm', 'safetensors', 'huggingface_hub']

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from macrl_hub.viz import METHODS, attention_maps, capture_attention, save_grid
+
+from conftest import tiny_encoder
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_maps_shape_and_normalisation(method):
+    model = tiny_encoder(num_classes=4)
+    maps = attention_maps(model, torch.randn(3, 3, 32, 32), method)
+    assert maps.shape == (3, 8, 8)
+    assert torch.all(maps >= 0) and torch.allclose(maps.sum(dim=(1, 2)), torch.ones(3), atol=1e-5)
+    assert all(blk.attn.fused_attn == f for blk, f in zip(model.blocks, [b.attn.fused_attn for b in model.blocks]))
+
+
+def test_capture_restores_fused_attention():
+    model = tiny_encoder()
+    before = [b.attn.fused_attn for b in model.blocks]
+    with capture_attention(model) as cap:
+        model.forward_features(torch.randn(1, 3, 32, 32))
+    assert len(cap.attn) == 2 and cap.attn[0].shape == (1, 2, 64, 64)
+    assert [b.attn.fused_attn for b in model.blocks] == before
+
+
+def test_planted_attention_shows_up():
+    """Every query attends only to patch 10 in every layer: last, rollout and chefer all point there."""
+    model = tiny_encoder(num_classes=2).eval()
+    N = 64
+    for blk in model.blocks:
+        blk.attn.fused_attn = False
+        bias = torch.full((N,), -1e4)
+        bias[10] = 0.0
+
+        def hook(mod, inp, out, bias=bias):
+            return torch.softmax(torch.log(out.clamp_min(1e-30)) * 0 + bias, dim=-1)
+        blk.attn.attn_drop.register_forward_hook(hook)
+    x = torch.randn(2, 3, 32, 32)
+    for method in ('last', 'rollout'):
+        m = attention_maps(model, x, method).flatten(1)
+        assert torch.all(m.argmax(1) == 10), method
+        assert torch.all(m[:, 10] > 0.5), method
+
+
+def test_save_grid(tmp_path):
+    from PIL import Image
+    imgs = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
+    p = save_grid(imgs, {'a': torch.rand(2, 8, 8), 'b': torch.rand(2, 8, 8)}, tmp_path / 'g.png', scale=2)
+    w, h = Image.open(p).size
+    assert w == 3 * 64 and h == 14 + 2 * 64
