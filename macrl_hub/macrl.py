@@ -165,17 +165,19 @@ class MACRL(nn.Module):
             self.bank.enqueue(torch.cat([k1, k2]))
         return loss
 
-    def forward(self, x1: Tensor, x2: Tensor, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+    def forward(self, x1: Tensor, x2: Tensor, generator: Optional[torch.Generator] = None,
+                mask_noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """x1 (stronger view), x2 (weaker view): (B, C, H, W) -> named losses.
 
-        `generator` (on x's device) draws the masks, for reproducible steps; default: the global RNG.
+        The masks come from `mask_noise` (2B, L) if given (rows: view 1 then view 2), else from
+        `generator` (on x's device), else from the global RNG.
         """
         self.check_views(x1, x2)
         x = torch.cat([x1, x2])  # (2B, C, H, W): one pass per network for both views
         ids_keep = ids_restore = mask = None
         if self.mask_ratio > 0:
             ids_keep, ids_restore, mask = random_masking(
-                x.shape[0], self.num_patches, self.mask_ratio, x.device, generator)
+                x.shape[0], self.num_patches, self.mask_ratio, x.device, generator, mask_noise)
         latent = self.forward_encoder(x, ids_keep)  # (2B, P + L_keep, D)
         out: Dict[str, Tensor] = {}
         loss = x.new_zeros((), dtype=torch.float32)

@@ -24,8 +24,12 @@ def random_masking(
         mask_ratio: float,
         device: torch.device = None,
         generator: Optional[torch.Generator] = None,
+        noise: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Random per-sample shuffle; the first `num_keep` tokens of each shuffle stay visible.
+
+    `noise` (B, L) may be given (e.g. drawn for a global batch and sliced per rank, so that several
+    processes mask exactly as one would); otherwise it is drawn from `generator`.
 
     Returns:
         ids_keep: (B, L_keep) indices of visible patches, in shuffled order.
@@ -33,7 +37,11 @@ def random_masking(
         mask: (B, L) float, 1 = masked (removed), 0 = visible, in original patch order.
     """
     len_keep = num_keep(num_patches, mask_ratio)
-    noise = torch.rand(batch_size, num_patches, device=device, generator=generator)  # (B, L)
+    if noise is None:
+        noise = torch.rand(batch_size, num_patches, device=device, generator=generator)  # (B, L)
+    elif noise.shape != (batch_size, num_patches):
+        raise ValueError(f'mask noise must have shape {(batch_size, num_patches)}, got {tuple(noise.shape)}')
+    device = noise.device
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :len_keep]

@@ -121,6 +121,8 @@ def _check_out_dir(out: Path, need_bytes: int) -> None:
         probe.unlink()
     except OSError as e:
         raise OSError(f'--out {out} is not writable: {e.strerror or e}') from None
+    for stale in out.glob(f'.{CKPT_NAME}.*.tmp'):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     free = shutil.disk_usage(out).free
     if free < 2 * need_bytes:
         raise OSError(f'--out {out} has {free / 2**20:.0f} MiB free; checkpoints need about '
@@ -235,6 +237,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         g = _step_generator(cfg.seed, step, device)
         batch = data.images[idx].to(device, non_blocking=True)
         x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice
+        noise = torch.rand(2, cfg.batch_size, model.num_patches, device=device, generator=g)  # masks, global
         cur_lr = lr_at(step, total_steps, warmup_steps, lr, cfg.min_lr)
         for group in opt.param_groups:
             group['lr'] = cur_lr
@@ -246,10 +249,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             ctx = ddp_model.no_sync() if (ws > 1 and not sync) else _nullcontext()
             with ctx:
                 with autocast(device, precision):
-                    losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro], generator=g)
+                    losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro],
+                                       mask_noise=noise[:, lo:lo + micro].reshape(2 * micro, -1))
                 scaler.scale(losses['loss'] / cfg.accum_steps).backward()
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
+                sums[k] = sums.get(k, 0.0) + _global_mean(v.detach()) / cfg.accum_steps
         if not math.isfinite(sums['loss']):
             stop_reason = 'diverged'
             break
@@ -287,7 +291,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             log_f.flush()
             print(f'\n  epoch {step // steps_per_epoch}: kNN {acc}', flush=True)
             model.train()
-        if elapsed >= budget:
+        if _any_rank(elapsed >= budget, device):  # every rank stops at the same step
             stop_reason = 'time_budget'
             break
         due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
@@ -316,6 +320,23 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if is_dist():
         dist.barrier()
     return dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    if not is_dist():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _global_mean(v: torch.Tensor) -> float:
+    """The loss averaged over ranks: what one process with the global batch would report."""
+    if is_dist():
+        v = v.clone()
+        dist.all_reduce(v)
+        v /= world_size()
+    return float(v)
 
 
 class _nullcontext:

@@ -77,8 +77,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(small_folder, tmp_path, monkey
     before = _sha(ck)
     orig = MACRL.forward
 
-    def poisoned(self, x1, x2, generator=None):
-        out = orig(self, x1, x2, generator)
+    def poisoned(self, x1, x2, generator=None, mask_noise=None):
+        out = orig(self, x1, x2, generator, mask_noise)
         out['loss'] = out['loss'] * float('nan')
         return out
 

@@ -1,0 +1,58 @@
+"""Two processes x batch B (torchrun, gloo) train exactly as one process x batch 2B."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+from test_train import TINY, small_folder  # noqa: F401  (fixture)
+
+ARGS = ['--model', 'macrl_vit_tiny_p4_cifar', '--model-args', TINY, '--epochs', '2', '--batch-size', '32',
+        '--decoder-dim', '32', '--proj-hidden-dim', '64', '--proj-dim', '16', '--bank-size', '128', '--blr', '1e-3',
+        '--warmup-epochs', '0.5', '--no-progress', '--log-every', '1', '--threads', '1', '--max-steps', '4']
+
+
+def _run(cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), timeout=600,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out
+
+
+def test_two_processes_equal_one(small_folder, tmp_path):
+    data = ['--data', str(small_folder)]
+    _run([sys.executable, '-m', 'macrl_hub.train', *ARGS, *data, '--out', str(tmp_path / 'one')])
+    _run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+          '-m', 'macrl_hub.train', *ARGS, *data, '--out', str(tmp_path / 'two')])
+    one = torch.load(tmp_path / 'one' / 'checkpoint.pth', weights_only=True)
+    two = torch.load(tmp_path / 'two' / 'checkpoint.pth', weights_only=True)
+    assert one['step'] == two['step'] == 4
+    for k, v in one['model'].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, two['model'][k], atol=1e-5, rtol=1e-4), (k, (v - two['model'][k]).abs().max())
+        else:
+            assert torch.equal(v, two['model'][k]), k
+    # the bank holds the gathered keys of both ranks, in the same order as the single process
+    assert torch.allclose(one['model']['bank.bank'], two['model']['bank.bank'], atol=1e-5)
+    l1 = (tmp_path / 'one' / 'log.jsonl').read_text().splitlines()
+    l2 = (tmp_path / 'two' / 'log.jsonl').read_text().splitlines()
+    import json
+    a = [json.loads(x)['loss'] for x in l1 if '"lr"' in x]
+    b = [json.loads(x)['loss'] for x in l2 if '"lr"' in x]
+    assert len(a) == len(b) == 4 and all(abs(x - y) < 1e-4 for x, y in zip(a, b)), (a, b)
+
+
+def test_resume_with_another_world_size(small_folder, tmp_path):
+    data = ['--data', str(small_folder)]
+    out = ['--out', str(tmp_path / 'run')]
+    _run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+          '-m', 'macrl_hub.train', *ARGS, *data, *out])
+    _run([sys.executable, '-m', 'macrl_hub.train', *ARGS, *data, *out, '--resume', 'auto'])
+    _run([sys.executable, '-m', 'macrl_hub.train', *ARGS, *data, '--out', str(tmp_path / 'ref'), '--max-steps', '8'])
+    a = torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)
+    b = torch.load(tmp_path / 'ref' / 'checkpoint.pth', weights_only=True)
+    assert a['step'] == b['step'] == 8
+    for k, v in a['model'].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, b['model'][k], atol=1e-4, rtol=1e-3), k

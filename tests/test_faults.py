@@ -1,0 +1,106 @@
+"""Runs get killed, disks fill up, batches go bad: none of it may cost a user their checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import macrl_hub.train as train_mod
+from macrl_hub.train import TrainingDiverged, train
+from macrl_hub.weights import atomic_torch_save
+
+from conftest import ROOT
+from test_train import _cfg, _sha, small_folder  # noqa: F401  (fixture)
+from test_distributed import ARGS
+
+
+def _args(folder, out, *extra):
+    return [sys.executable, '-m', 'macrl_hub.train', *ARGS, '--data', str(folder), '--out', str(out), *extra]
+
+
+def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(small_folder, tmp_path):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    ref = subprocess.run(_args(small_folder, tmp_path / 'ref', '--max-steps', '8'), cwd=str(ROOT), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / 'run'
+    p = subprocess.Popen(_args(small_folder, run, '--max-steps', '8', '--ckpt-every-min', '0'), cwd=str(ROOT),
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for step 3 (mid-epoch: 6 steps per epoch)
+        log = run / 'log.jsonl'
+        if log.exists() and sum('"lr"' in l for l in log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = torch.load(run / 'checkpoint.pth', weights_only=True)['step']
+    assert 0 < killed_at < 8
+    res = subprocess.run(_args(small_folder, run, '--max-steps', str(8 - killed_at), '--resume', 'auto'),
+                         cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = torch.load(tmp_path / 'ref' / 'checkpoint.pth', weights_only=True)
+    b = torch.load(run / 'checkpoint.pth', weights_only=True)
+    assert a['step'] == b['step'] == 8
+    for k, v in a['model'].items():  # bitwise: each step's randomness is a function of (seed, step)
+        assert torch.equal(v, b['model'][k]), k
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
+    path = tmp_path / 'checkpoint.pth'
+    atomic_torch_save({'step': 1, 'w': torch.ones(10)}, path)
+    before = _sha(path)
+    code = (
+        'import os, signal, torch\n'
+        'from macrl_hub.weights import atomic_torch_save\n'
+        'real = torch.save\n'
+        'def dying_save(obj, f):\n'
+        '    f.write(b"partial checkpoint bytes")\n'
+        '    f.flush()\n'
+        '    os.kill(os.getpid(), signal.SIGKILL)\n'
+        'torch.save = dying_save\n'
+        f'atomic_torch_save({{"step": 2, "w": torch.zeros(10)}}, {str(path)!r})\n'
+    )
+    p = subprocess.run([sys.executable, '-c', code], cwd=str(ROOT))
+    assert p.returncode == -signal.SIGKILL
+    assert _sha(path) == before and torch.load(path, weights_only=True)['step'] == 1
+    assert list(tmp_path.glob('.checkpoint.pth.*.tmp'))  # the partial file is beside it, not over it
+
+
+def test_stale_partial_checkpoints_are_cleaned_and_training_resumes(small_folder, tmp_path):
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=2))
+    stale = tmp_path / 'run' / '.checkpoint.pth.abc123.tmp'
+    stale.write_bytes(b'partial')
+    res = train(_cfg(small_folder, tmp_path / 'run', max_steps=1, resume='auto'))
+    assert res['step'] == 3 and not stale.exists()
+
+
+def test_disk_full_fails_before_training(small_folder, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OSError, match=r'has 0 MiB free; checkpoints need about'):
+        train(_cfg(small_folder, tmp_path / 'run'))
+    assert not (tmp_path / 'run' / 'checkpoint.pth').exists()
+
+
+def test_nan_in_a_batch_stops_and_keeps_checkpoint(small_folder, tmp_path, monkeypatch):
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=2))
+    ck = tmp_path / 'run' / 'checkpoint.pth'
+    before = _sha(ck)
+    real = train_mod.PairAugment.__call__
+
+    def poisoned(self, x, generator=None):
+        v1, v2 = real(self, x, generator)
+        v1[0, 0, 0, 0] = float('nan')  # one pixel of one image
+        return v1, v2
+
+    monkeypatch.setattr(train_mod.PairAugment, '__call__', poisoned)
+    with pytest.raises(TrainingDiverged, match='loss is nan at step 2'):
+        train(_cfg(small_folder, tmp_path / 'run', max_steps=3, resume='auto', ckpt_every_min=0))
+    assert _sha(ck) == before
+    end = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
+    assert end[-1].get('step', 0) <= 2  # nothing logged past the last good step
