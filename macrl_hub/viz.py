@@ -4,6 +4,9 @@
         --n 8 --out maps.png
     macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10_lin --method chefer --images a.png b.jpg
     macrl viz attention --model runs/macrl/checkpoint.pth --compare runs/mae/checkpoint.pth runs/moco/checkpoint.pth
+    macrl viz reconstruct --model runs/macrl/checkpoint.pth --data ... --n 8 --out recon.png
+        (checkpoints with a decoder: macrl train checkpoints of objective macrl/mae, or an exported
+        folder's pretrain.safetensors; rows: original | masked | reconstruction | reconstruction + visible)
 
 Methods, each a map over the patch grid that is non-negative and sums to 1 per image:
   last     last-layer attention, averaged over heads and over the query tokens (the class token's row if
@@ -22,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ['attention_maps', 'capture_attention', 'save_grid', 'METHODS', 'main']
+__all__ = ['attention_maps', 'capture_attention', 'save_grid', 'reconstruct', 'load_macrl', 'METHODS', 'main']
 
 METHODS = ('last', 'rollout', 'chefer')
 
@@ -148,11 +151,51 @@ def save_grid(images: Tensor, panels: Dict[str, Tensor], path: Path, scale: int 
     return path
 
 
+def load_macrl(spec: str):
+    """The whole MACRL model (encoder, decoder, ...) from a `macrl train` checkpoint."""
+    import timm
+    from . import models  # noqa: F401
+    from .macrl import MACRL
+    path = Path(spec)
+    if not path.is_file() or path.suffix not in ('.pth', '.pt'):
+        raise ValueError(f'reconstruction needs a `macrl train` checkpoint with a decoder, got {spec!r}')
+    ck = torch.load(path, map_location='cpu', weights_only=True)
+    if 'macrl' not in ck or 'arch' not in ck:
+        raise ValueError(f'{path} is not a `macrl train` checkpoint')
+    model = MACRL(timm.create_model(ck['arch'], **(ck.get('model_args') or {})), **ck['macrl'])
+    if model.decoder is None:
+        raise ValueError(f'{path} was trained with objective={ck["macrl"]["objective"]!r}: it has no decoder')
+    model.load_state_dict(ck['model'])
+    return model.eval()
+
+
+@torch.no_grad()
+def reconstruct(model, x: Tensor, generator: Optional[torch.Generator] = None):
+    """x: (B, C, H, W) normalised -> (masked, reconstruction, reconstruction with visible patches pasted),
+    all (B, C, H, W) normalised; un-normalises per-patch predictions when the model used norm_pix_loss."""
+    from .masking import patchify, random_masking, unpatchify
+    ids_keep, ids_restore, mask = random_masking(x.shape[0], model.num_patches, model.mask_ratio or 0.75,
+                                                 x.device, generator)
+    pred = model.forward_decoder(model.forward_encoder(x, ids_keep), ids_restore)  # (B, L, p*p*C)
+    target = patchify(x, model.patch_size)
+    if model.norm_pix_loss:
+        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        pred = pred * (var + 1e-6) ** 0.5 + mean
+    m = mask.unsqueeze(-1)
+    un = lambda t: unpatchify(t, model.patch_size, model.grid_size, model.in_chans)  # noqa: E731
+    return un(target * (1 - m)), un(pred), un(target * (1 - m) + pred * m)
+
+
 def _load_images(files: Sequence[str], size: int) -> Tensor:
     from .data import decode_images
     blobs = [Path(f).read_bytes() for f in files]
     imgs, _ = decode_images(blobs, list(files), size=size, on_error='raise')
     return imgs
+
+
+def _denorm(x: Tensor, mean, std) -> Tensor:
+    m, s = x.new_tensor(mean).view(1, -1, 1, 1), x.new_tensor(std).view(1, -1, 1, 1)
+    return ((x * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def main(argv: Optional[list] = None) -> Path:
@@ -162,7 +205,7 @@ def main(argv: Optional[list] = None) -> Path:
     from .transforms import eval_batch
     p = argparse.ArgumentParser(prog='macrl viz', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('what', choices=['attention'])
+    p.add_argument('what', choices=['attention', 'reconstruct'])
     p.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
     p.add_argument('--compare', nargs='*', default=[], help='more models, shown side by side')
     p.add_argument('--images', nargs='*', default=[], help='image files (else --data)')
@@ -172,9 +215,14 @@ def main(argv: Optional[list] = None) -> Path:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--method', nargs='+', default=None, choices=METHODS,
                    help='default: last + rollout (+ chefer for models with a head)')
-    p.add_argument('--out', default='attention.png')
+    p.add_argument('--out', default=None, help='PNG path (default: attention.png / reconstruct.png)')
     a = p.parse_args(argv)
-    models = [(s, load_encoder(s)) for s in [a.model] + a.compare]
+    out_path = Path(a.out or f'{a.what}.png')
+    if a.what == 'reconstruct':
+        macrl = load_macrl(a.model)
+        models = [(a.model, macrl.encoder)]
+    else:
+        models = [(s, load_encoder(s)) for s in [a.model] + a.compare]
     size = data_config(models[0][1])[0]
     if a.images:
         images = _load_images(a.images, size)
@@ -183,6 +231,17 @@ def main(argv: Optional[list] = None) -> Path:
         if data is None:
             p.error('give --images or --data (or set MACRL_DATA)')
         images = load_dataset(data, a.split, size=size).subset(a.n, seed=a.seed).images
+    if a.what == 'reconstruct':
+        from PIL import Image
+        _, mean, std = data_config(macrl.encoder)
+        x = eval_batch(images, size, mean, std)
+        rows = [images] + [_denorm(t, mean, std) for t in reconstruct(macrl, x, torch.Generator().manual_seed(a.seed))]
+        grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, 4H, B*W)
+        grid = torch.nn.functional.interpolate(grid[None].float(), scale_factor=4, mode='nearest')[0]
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid.permute(1, 2, 0).to(torch.uint8).numpy()).save(out_path)
+        print(f'macrl viz: wrote {out_path} (rows: original, masked, reconstruction, reconstruction + visible)')
+        return out_path
     panels: Dict[str, Tensor] = {}
     for spec, model in models:
         _, mean, std = data_config(model)
@@ -191,7 +250,7 @@ def main(argv: Optional[list] = None) -> Path:
         for m in methods:
             label = m if len(models) == 1 else f'{Path(spec).parent.name or spec}:{m}'
             panels[label] = attention_maps(model, x, m)
-    out = save_grid(images, panels, Path(a.out))
+    out = save_grid(images, panels, out_path)
     print(f'macrl viz: wrote {out} ({len(images)} images x {len(panels)} maps)')
     return out
 

@@ -1,0 +1,126 @@
+"""The paper's comparison in miniature: MACRL vs MAE vs MoCo (and ablations) at equal training.
+
+    python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz            # ~60 min, 2 cores
+    python benchmarks/paper_table.py --data ... --ablations rec_on=visible,all alpha=0.03,0.3 \
+        mask_ratio=0.5,0.9 bank_size=0,4096
+    python benchmarks/paper_table.py --data ... --scale 10 --model macrl_vit_small_p4_cifar  # real hardware
+
+Every run uses the same encoder, data subset, epochs, batch and seed; only the objective (or the one
+ablated option) changes. Each is then evaluated by weighted kNN (k=20, 200) and a linear probe on
+cached features. Writes <out>/paper_table.md (tables like the paper's Tables 1-2, with budget,
+hardware and wall times), <out>/paper_curves.png (online kNN per epoch) and <out>/paper_table.json.
+"""
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from macrl_hub.card import hardware  # noqa: E402
+from macrl_hub.config import TrainConfig  # noqa: E402
+from macrl_hub.data import load_dataset  # noqa: E402
+from macrl_hub.evaluate import load_encoder  # noqa: E402
+from macrl_hub.features import extract_features  # noqa: E402
+from macrl_hub.knn import knn_accuracy  # noqa: E402
+from macrl_hub.probe import train_linear_probe  # noqa: E402
+from macrl_hub.plot import line_plot  # noqa: E402
+from macrl_hub.train import train  # noqa: E402
+
+
+def _parse_ablation(spec: str):
+    key, values = spec.split('=', 1)
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}.get(key)
+    if field is None:
+        raise SystemExit(f'unknown ablation key {key!r}')
+    typ = type(getattr(TrainConfig(), key))
+    return key, [typ(v) if typ is not bool else v.lower() in ('1', 'true') for v in values.split(',')]
+
+
+def evaluate(ckpt: str, splits, probe_epochs: int) -> dict:
+    """kNN (k=20, 200) and a linear probe from one pass of feature extraction."""
+    train_set, test_set = splits
+    enc = load_encoder(ckpt)
+    ftr = extract_features(enc, train_set.images, progress=False)
+    fte = extract_features(enc, test_set.images, progress=False)
+    knn = knn_accuracy(ftr, train_set.labels, fte, test_set.labels, len(train_set.classes))
+    _, lin = train_linear_probe(ftr, train_set.labels, len(train_set.classes), probe_epochs,
+                                test=(fte, test_set.labels))
+    return dict(knn20=knn[20], knn200=knn[200], linear=lin['test_top1'])
+
+
+def run_one(name: str, base: dict, overrides: dict, args, out: Path, splits) -> dict:
+    cfg = TrainConfig(**{**base, **overrides, 'out': str(out / 'runs' / name)})
+    t0 = time.time()
+    res = train(cfg)
+    train_time = time.time() - t0
+    ev = evaluate(res['checkpoint'], splits, args.probe_epochs)
+    log = [json.loads(l) for l in (Path(cfg.out) / 'log.jsonl').read_text().splitlines()]
+    curve = [(r['epoch'], r['knn_top1_k200']) for r in log if 'knn_top1_k200' in r]
+    row = dict(name=name, **overrides, epochs=cfg.epochs, steps=res['step'], train_min=round(train_time / 60, 1),
+               **ev, curve=curve)
+    print(json.dumps({k: v for k, v in row.items() if k != 'curve'}), flush=True)
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--data', required=True)
+    p.add_argument('--model', default='macrl_vit_tiny_p4_cifar')
+    p.add_argument('--model-args', default='', help='extra timm kwargs as JSON (e.g. a smoke test: {"depth": 2})')
+    p.add_argument('--num-train', type=int, default=10000, help='pretraining subset of the train split')
+    p.add_argument('--epochs', type=int, default=4)
+    p.add_argument('--batch-size', type=int, default=128)
+    p.add_argument('--blr', type=float, default=1e-3)
+    p.add_argument('--scale', type=float, default=1.0, help='multiply epochs and num-train (up to the full set)')
+    p.add_argument('--objectives', nargs='+', default=['macrl', 'mae', 'moco'])
+    p.add_argument('--ablations', nargs='*', default=[], help='key=v1,v2 ... (MACRL runs with one option changed)')
+    p.add_argument('--eval-train', type=int, default=10000, help='kNN bank / probe train images')
+    p.add_argument('--eval-test', type=int, default=10000)
+    p.add_argument('--probe-epochs', type=int, default=50)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='benchmarks/results')
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    args.epochs = max(1, round(args.epochs * args.scale))
+    base = dict(model=args.model, model_args=args.model_args, data=args.data, num_train=int(args.num_train * args.scale), epochs=args.epochs,
+                batch_size=args.batch_size, blr=args.blr, warmup_epochs=min(1.0, args.epochs / 4), seed=args.seed,
+                knn_every=1, knn_train=2000, knn_test=1000, progress=False, log_every=50, ckpt_every_min=30)
+    t_all = time.time()
+    splits = (load_dataset(args.data, 'train').subset(args.eval_train, seed=args.seed),
+              load_dataset(args.data, 'test').subset(args.eval_test, seed=args.seed))
+    rows = [run_one(obj, base, {'objective': obj}, args, out, splits) for obj in args.objectives]
+    ablations = []
+    for spec in args.ablations:
+        key, values = _parse_ablation(spec)
+        ablations.append((key, [run_one(f'macrl_{key}={v}', base, {'objective': 'macrl', key: v}, args, out, splits)
+                                for v in values]))
+    total = (time.time() - t_all) / 60
+    cmd = 'python benchmarks/paper_table.py ' + ' '.join(sys.argv[1:])
+    md = [f'# MACRL vs MAE vs MoCo, in miniature', '',
+          f'{args.model}, {base["num_train"]} CIFAR-10 train images (fixed random subset, seed {args.seed}), '
+          f'{args.epochs} epochs at batch {args.batch_size}, blr {args.blr}; evaluation: weighted kNN and a linear '
+          f'probe ({args.probe_epochs} epochs, cached features) with {args.eval_train} train / {args.eval_test} test '
+          f'images. Hardware: {hardware()}; total wall time {total:.0f} min.', '', f'Command: `{cmd}`', '',
+          '| objective | steps | pretrain min | kNN k=20 | kNN k=200 | linear |', '|---|---|---|---|---|---|']
+    md += [f'| {r["name"]} | {r["steps"]} | {r["train_min"]} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | '
+           f'{r["linear"]:.2f} |' for r in rows]
+    for key, rs in ablations:
+        md += ['', f'## Ablation: {key}', '', f'| {key} | kNN k=20 | kNN k=200 | linear | pretrain min |',
+               '|---|---|---|---|---|']
+        md += [f'| {r[key]} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | {r["train_min"]} |' for r in rs]
+    (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
+    (out / 'paper_table.json').write_text(json.dumps(dict(rows=rows, ablations=ablations, command=cmd), indent=1))
+    series = {r['name']: r['curve'] for r in rows + [r for _, rs in ablations for r in rs] if r['curve']}
+    if series:
+        line_plot(series, out / 'paper_curves.png', title='online kNN top-1 (k=200, 2k bank, 1k held out)',
+                  xlabel='epoch')
+    print('\n'.join(md))
+
+
+if __name__ == '__main__':
+    main()
