@@ -210,7 +210,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                             lr=args.lr if args.lr is not None else 1.5e-3, **common)
     record = {'eval': args.protocol, 'model': args.model, 'random_init': args.random_init, 'data': data, **res,
               'seed': args.seed, 'wall_time_s': round(time.time() - t0, 1),
-              'command': 'macrl eval ' + ' '.join(sys.argv[2:] if argv is None else argv)}
+              'command': 'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv)}
     line = json.dumps(record)
     print(line)
     if args.json_out:

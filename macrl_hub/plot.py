@@ -1,6 +1,6 @@
 """Tiny line plots with Pillow (no matplotlib dependency): training curves for model cards and reports."""
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
@@ -51,8 +51,9 @@ def line_plot(series: Dict[str, Sequence[Tuple[float, float]]], path: Path, titl
     return path
 
 
-def plot_training_curve(records: List[dict], path: Path, title: str = '') -> Path:
-    """Loss keys against epochs from a `macrl train` log.jsonl; each key scaled to its first value."""
+def plot_training_curve(records: List[dict], path: Path, title: str = '') -> Optional[Path]:
+    """Loss keys against epochs from a `macrl train` log.jsonl; each key scaled to its first value.
+    Returns None (and writes nothing) when the log holds no step records."""
     steps = [r for r in records if 'lr' in r and 'epoch' in r]
     keys = sorted({k for r in steps for k in r if k.startswith('loss')})
     series = {}
@@ -63,4 +64,6 @@ def plot_training_curve(records: List[dict], path: Path, title: str = '') -> Pat
     knn = [(r['epoch'], r[k] / 100) for r in records for k in r if k.startswith('knn_top1')]
     if knn:
         series['online kNN top-1 / 100'] = knn
+    if not series:
+        return None
     return line_plot(series, path, title=f'{title} training (relative to start)', xlabel='epoch')

@@ -169,6 +169,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error)
     if cfg.num_train:
         data = data.subset(cfg.num_train, seed=cfg.seed)
+    if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
+        data.images = data.images.to(device)
     n = len(data)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
@@ -233,7 +235,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         epoch, pos = divmod(step, steps_per_epoch)
         if perm_epoch != epoch:
             perm, perm_epoch = epoch_permutation(n, cfg.seed, epoch), epoch
-        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(data.images.device)
         g = _step_generator(cfg.seed, step, device)
         batch = data.images[idx].to(device, non_blocking=True)
         x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice

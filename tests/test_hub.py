@@ -159,3 +159,16 @@ def test_torch_hub_local(exported, tmp_path):
     from macrl_hub.models import MACRL_ARCHS
     assert all(callable(getattr(hubconf, arch)) and getattr(hubconf, arch).__doc__ for arch in MACRL_ARCHS)
     assert hubconf.dependencies == ['torch', 'timm', 'safetensors', 'huggingface_hub']
+
+
+def test_demo_end_to_end_on_an_exported_folder(exported, cifar_archive, tmp_path, capsys):
+    """The README's main job: model folder -> kNN on CIFAR-10 -> knn.json + attention.png."""
+    from PIL import Image
+    from macrl_hub.demo import main as demo
+    folder, _ = exported
+    rec = demo(['--model', str(folder), '--data', str(cifar_archive), '--n-train', '500', '--n-test', '200',
+                '--n-images', '4', '--out', str(tmp_path / 'demo')])
+    assert rec['n_train'] == 500 and rec['n_test'] == 200 and 0 <= rec['knn_top1_k200'] <= 100
+    assert json.loads((tmp_path / 'demo' / 'knn.json').read_text())['knn_top1_k20'] == rec['knn_top1_k20']
+    w, h = Image.open(tmp_path / 'demo' / 'attention.png').size
+    assert w == 3 * 128 and h == 14 + 4 * 128  # image + last + rollout, 4 rows at 4x

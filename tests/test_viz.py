@@ -49,3 +49,16 @@ def test_save_grid(tmp_path):
     p = save_grid(imgs, {'a': torch.rand(2, 8, 8), 'b': torch.rand(2, 8, 8)}, tmp_path / 'g.png', scale=2)
     w, h = Image.open(p).size
     assert w == 3 * 64 and h == 14 + 2 * 64
+
+
+def test_reconstruct_pastes_visible_patches(tmp_path):
+    from macrl_hub.viz import reconstruct
+    from conftest import tiny_macrl
+    model = tiny_macrl().eval()
+    x = torch.randn(2, 3, 32, 32)
+    masked, pred, pasted = reconstruct(model, x, torch.Generator().manual_seed(0))
+    assert masked.shape == pred.shape == pasted.shape == x.shape
+    visible = (masked != 0).any(dim=1)  # (B, H, W): pixels of visible patches
+    assert 0.2 < visible.float().mean() < 0.3  # 25% visible
+    assert torch.allclose(pasted.permute(0, 2, 3, 1)[visible], x.permute(0, 2, 3, 1)[visible])
+    assert torch.allclose(pasted.permute(0, 2, 3, 1)[~visible], pred.permute(0, 2, 3, 1)[~visible])

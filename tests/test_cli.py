@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+from macrl_hub.cli import main
+
+from conftest import ROOT
+
+
+def test_help_lists_only_available_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for cmd in ('train', 'eval', 'models', 'export', 'push', 'viz', 'demo'):
+        assert f'  {cmd} ' in out
+
+
+def test_bad_input_is_one_line_and_exit_1(capsys, tmp_path):
+    assert main(['eval', 'knn', '--model', 'vit_nope', '--data', str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('macrl eval: error: unknown model') and '\n' not in err
+    assert main(['frobnicate']) == 2
+
+
+def test_models_listing_and_module_entry_points():
+    out = subprocess.run([sys.executable, '-m', 'macrl_hub.cli', 'models'], capture_output=True, text=True,
+                         cwd=str(ROOT), check=True).stdout
+    assert 'macrl_vit_tiny_p4_cifar' in out and '.cifar10_lin' in out
+    for mod in ('train', 'evaluate', 'export', 'viz', 'demo', 'push'):
+        r = subprocess.run([sys.executable, '-m', f'macrl_hub.{mod}', '-h'], capture_output=True, text=True,
+                           cwd=str(ROOT))
+        assert r.returncode == 0 and 'usage' in r.stdout, mod
