@@ -13,6 +13,7 @@ Writes <out>/checkpoint.pth (atomic, `torch.load(weights_only=True)`), <out>/log
 lr, momentum, img/s), <out>/config.json. Every option of the MACRL wrapper is a flag: `macrl train -h`.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -204,9 +205,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     fwd_model = ddp_model
     if cfg.compile:
-        for m in (model.encoder.blocks, model.decoder, model.momentum_encoder):
+        for m in (model.encoder.blocks, model.decoder, getattr(model.momentum_encoder, 'blocks', None)):
             if m is not None:
-                m.compile()
+                m.compile()  # in place: state-dict keys stay unprefixed
 
     if master:
         (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -248,7 +249,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         for a in range(cfg.accum_steps):
             lo = (a * ws + rank()) * micro
             sync = a == cfg.accum_steps - 1
-            ctx = ddp_model.no_sync() if (ws > 1 and not sync) else _nullcontext()
+            ctx = ddp_model.no_sync() if (ws > 1 and not sync) else contextlib.nullcontext()
             with ctx:
                 with autocast(device, precision):
                     losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro],
@@ -339,14 +340,6 @@ def _global_mean(v: torch.Tensor) -> float:
         dist.all_reduce(v)
         v /= world_size()
     return float(v)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:

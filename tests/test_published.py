@@ -1,0 +1,58 @@
+"""Every published tag loads offline with pretrained=True (sha256-checked) and works on real CIFAR-10."""
+import pytest
+import timm
+import torch
+
+import macrl_hub  # noqa: F401
+from macrl_hub.features import extract_features
+from macrl_hub.knn import knn_accuracy
+from macrl_hub.pretrained import PUBLISHED, list_published, local_weights_path, sha256_file
+from macrl_hub.transforms import eval_batch
+from macrl_hub.weights import load_safetensors
+
+# Measured on this slice (`python tests/test_published.py` prints the values) minus a 3-point margin.
+# kNN: k=20, bank = 5,000 fixed train images, queries = 1,000 fixed test images.
+# Classifier tags (num_classes > 0): top-1 of the model's own head on the same 1,000 test images.
+FLOORS = {}
+
+
+@pytest.fixture(scope='module')
+def cifar_train(cifar_archive):
+    from macrl_hub.data import load_dataset
+    return load_dataset(str(cifar_archive), 'train')
+
+
+def _slice_metric(model, train, test):
+    bank, queries = train.subset(5000, seed=11), test.subset(1000, seed=12)
+    if model.num_classes:
+        from macrl_hub.features import data_config
+        size, mean, std = data_config(model)
+        with torch.no_grad():
+            pred = model.eval()(eval_batch(queries.images, size, mean, std)).argmax(1)
+        return 100.0 * float((pred == queries.labels).float().mean())
+    fb = extract_features(model, bank.images, progress=False)
+    fq = extract_features(model, queries.images, progress=False)
+    return knn_accuracy(fb, bank.labels, fq, queries.labels, 10, ks=(20,))[20]
+
+
+def test_every_published_tag_has_a_measured_floor():
+    assert set(list_published()) == set(FLOORS)
+
+
+@pytest.mark.parametrize('name', list_published())
+def test_published_weights(name, cifar_train, cifar_test):
+    path = local_weights_path(name)
+    assert path.is_file(), f'{name} is published but {path} is missing'
+    assert sha256_file(path) == PUBLISHED[name]
+    model = timm.create_model(name, pretrained=True)
+    stored = load_safetensors(path)
+    assert all(torch.equal(model.state_dict()[k], v.to(model.state_dict()[k].dtype)) for k, v in stored.items())
+    assert _slice_metric(model, cifar_train, cifar_test) >= FLOORS[name]
+
+
+if __name__ == '__main__':
+    from conftest import CIFAR_ARCHIVE
+    from macrl_hub.data import load_dataset
+    tr, te = load_dataset(str(CIFAR_ARCHIVE), 'train'), load_dataset(str(CIFAR_ARCHIVE), 'test')
+    for n in list_published():
+        print(n, round(_slice_metric(timm.create_model(n, pretrained=True), tr, te), 2))
