@@ -25,7 +25,7 @@ def train_command(cfg: Dict[str, Any]) -> str:
     default = TrainConfig()
     parts = ['macrl train']
     for k, v in cfg.items():
-        if not hasattr(default, k) or getattr(default, k) == v or k in ('progress', 'resume'):
+        if not hasattr(default, k) or (getattr(default, k) == v and k != 'model') or k in ('progress', 'resume'):
             continue
         flag = '--' + k.replace('_', '-')
         if isinstance(v, bool):
@@ -84,11 +84,13 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         '# or, with plain timm and no plugin:',
         f"model = timm.create_model('hf-hub:{hub_repo_id(name)}', pretrained=True).eval()",
         '# or with torch.hub:',
-        f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True)",
+        f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True, tag='{tag}')",
         'cfg = timm.data.resolve_data_config({}, model=model)',
         'transform = timm.data.create_transform(**cfg)',
         'features = model.forward_head(model.forward_features(x), pre_logits=True)  # (B, '
         f'{config["num_features"]})',
+    ] + ([f'logits = model(x)  # (B, {config["num_classes"]}): {", ".join(config["pretrained_cfg"].get("label_names", []))}']
+         if config['num_classes'] else []) + [
         '```',
         '',
         '## Results',

@@ -58,6 +58,13 @@ def architecture_args(arch: str) -> Dict[str, Any]:
     return dict(_COMMON_ARGS, mlp_ratio=4.0, qkv_bias=True, **MACRL_ARCHS[arch])
 
 
+def _model_args(arch: str) -> Dict[str, Any]:
+    """architecture_args without num_classes: timm takes it from the tag's cfg (0, or 10 for *_lin)."""
+    args = architecture_args(arch)
+    del args['num_classes']
+    return args
+
+
 def check_input(model: nn.Module, args: Tuple[torch.Tensor, ...]) -> None:
     """Forward pre-hook: turn timm's bare asserts on a wrong input into a ValueError naming it."""
     x = args[0]
@@ -159,33 +166,33 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
 @register_model
 def macrl_vit_tiny_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT-Tiny/4 for 32x32 images (192-d, 12 layers, 3 heads)."""
-    model_args = architecture_args('macrl_vit_tiny_p4_cifar')
+    model_args = _model_args('macrl_vit_tiny_p4_cifar')
     return _create_macrl_vit('macrl_vit_tiny_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def macrl_vit_small_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """ViT-Small/4 for 32x32 images (384-d, 12 layers, 6 heads)."""
-    model_args = architecture_args('macrl_vit_small_p4_cifar')
+    model_args = _model_args('macrl_vit_small_p4_cifar')
     return _create_macrl_vit('macrl_vit_small_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def macrl_vit_medium_p4_cifar(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """The paper's CIFAR encoder: 512-d, 12 layers, 4 heads, patch 4, 32x32."""
-    model_args = architecture_args('macrl_vit_medium_p4_cifar')
+    model_args = _model_args('macrl_vit_medium_p4_cifar')
     return _create_macrl_vit('macrl_vit_medium_p4_cifar', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def macrl_vit_medium_p8_64(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """The paper's Tiny-ImageNet encoder: 512-d, 12 layers, 4 heads, patch 8, 64x64."""
-    model_args = architecture_args('macrl_vit_medium_p8_64')
+    model_args = _model_args('macrl_vit_medium_p8_64')
     return _create_macrl_vit('macrl_vit_medium_p8_64', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def macrl_vit_medium_d4_p16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     """The paper's Imagenette/Imagewoof encoder: 512-d, 4 layers, 4 heads, patch 16, 224x224."""
-    model_args = architecture_args('macrl_vit_medium_d4_p16_224')
+    model_args = _model_args('macrl_vit_medium_d4_p16_224')
     return _create_macrl_vit('macrl_vit_medium_d4_p16_224', pretrained=pretrained, **dict(model_args, **kwargs))

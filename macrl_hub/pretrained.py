@@ -22,8 +22,8 @@ WEIGHTS_FILE = 'model.safetensors'
 
 #: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
 PUBLISHED: Dict[str, Optional[str]] = {
-    'macrl_vit_tiny_p4_cifar.cifar10': None,
-    'macrl_vit_tiny_p4_cifar.cifar10_lin': None,
+    'macrl_vit_tiny_p4_cifar.cifar10': 'd43ad1aeee1efdb4832ee9017c728e78854492c99eed6fc6080f2bed69914529',
+    'macrl_vit_tiny_p4_cifar.cifar10_lin': '86cab6c56d21b32902dd0d78a2090d80efbd41f5411feb2266ec4a11831b1dee',
     'macrl_vit_tiny_p4_cifar.cifar100': None,
     'macrl_vit_small_p4_cifar.cifar10': None,
     'macrl_vit_small_p4_cifar.cifar100': None,

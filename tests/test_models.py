@@ -32,6 +32,13 @@ def test_every_arch_builds_and_trains(arch):
     assert cfg['input_size'] == (3, a['img_size'], a['img_size'])
 
 
+def test_classifier_tag_builds_its_head():
+    m = timm.create_model('macrl_vit_tiny_p4_cifar.cifar10_lin')
+    assert m.num_classes == 10 and m.pretrained_cfg['label_names'][0] == 'airplane'
+    assert timm.create_model('macrl_vit_tiny_p4_cifar').num_classes == 0
+    assert timm.create_model('macrl_vit_tiny_p4_cifar.cifar10_lin', num_classes=0).num_classes == 0
+
+
 def test_timm_features_api():
     m = timm.create_model('macrl_vit_tiny_p4_cifar', num_classes=10)
     x = torch.randn(2, 3, 32, 32)
