@@ -107,20 +107,37 @@ def _str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f'expected a boolean, got {v!r}')
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
-    """One `--flag` per field; booleans take `--flag` / `--no-flag`."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppress_defaults: bool = False) -> None:
+    """One `--flag` per field; booleans take `--flag` / `--no-flag`. With suppress_defaults, only the
+    flags actually given end up in the parsed namespace (to tell what the user asked for)."""
     for f in dataclasses.fields(cls):
+        default = argparse.SUPPRESS if suppress_defaults else f.default
         name = '--' + f.name.replace('_', '-')
         help_ = f.metadata.get('help', '') + f' (default: {f.default})'
         if f.type in (bool, 'bool'):
-            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif 'Tuple' in str(f.type):
-            parser.add_argument(name, dest=f.name, type=float, nargs=2, default=f.default, help=help_)
+            parser.add_argument(name, dest=f.name, type=float, nargs=2, default=default, help=help_)
         else:
             typ = {'int': int, 'float': float, 'str': str}.get(getattr(f.type, '__name__', str(f.type)), None)
             if typ is None:  # Optional[...]
                 typ = float if 'float' in str(f.type) else str
-            parser.add_argument(name, dest=f.name, type=typ, default=f.default, help=help_)
+            parser.add_argument(name, dest=f.name, type=typ, default=default, help=help_)
+
+
+#: options that only the contrastive branch uses / only the reconstruction branch uses
+CONTRASTIVE_ONLY = ('bank_size', 'temperature', 'proj_dim', 'proj_hidden_dim', 'in_batch_negatives', 'momentum',
+                    'freeze_patch_embed')
+MIM_ONLY = ('mask_ratio', 'decoder_dim', 'decoder_depth', 'decoder_heads', 'rec_loss', 'rec_on', 'norm_pix_loss')
+
+
+def check_flags(objective: str, given) -> None:
+    """Refuse options the chosen objective would silently ignore (e.g. --objective mae --bank-size 4096)."""
+    unused = {'mae': CONTRASTIVE_ONLY + ('alpha',), 'moco': MIM_ONLY + ('alpha',)}.get(objective, ())
+    bad = sorted(set(given) & set(unused))
+    if bad:
+        flags = ', '.join('--' + b.replace('_', '-') for b in bad)
+        raise ValueError(f'--objective {objective} does not use {flags}; drop them, or use --objective macrl')
 
 
 def config_from_args(args: argparse.Namespace, cls=TrainConfig):

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .card import hardware
-from .config import TrainConfig, add_dataclass_args, config_from_args, parse_duration
+from .config import TrainConfig, add_dataclass_args, check_flags, config_from_args, parse_duration
 from .data import default_data, load_dataset
 from .distributed import is_dist, rank, world_size
 from .macrl import MACRL
@@ -158,6 +158,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         raise ValueError(f'--batch-size {cfg.batch_size} must be divisible by world size x accum steps '
                          f'= {ws} x {cfg.accum_steps}')
     micro = cfg.batch_size // (ws * cfg.accum_steps)  # per rank, per micro-step
+    keys_per_enqueue = 2 * micro * ws  # k1 and k2 of every rank, per micro-step
+    if cfg.objective != 'mae' and 0 < cfg.bank_size < keys_per_enqueue:
+        raise ValueError(f'--bank-size {cfg.bank_size} is smaller than the {keys_per_enqueue} keys enqueued per '
+                         f'micro-step (2 views x {micro} x {ws} ranks); use 0 (no bank) or >= {keys_per_enqueue}')
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -394,6 +398,9 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(parser)
     cfg = config_from_args(parser.parse_args(argv))
+    given = argparse.ArgumentParser(add_help=False)
+    add_dataclass_args(given, suppress_defaults=True)
+    check_flags(cfg.objective, vars(given.parse_known_args(argv)[0]))
     return train(cfg)
 
 

@@ -28,3 +28,19 @@ def test_models_listing_and_module_entry_points():
         r = subprocess.run([sys.executable, '-m', f'macrl_hub.{mod}', '-h'], capture_output=True, text=True,
                            cwd=str(ROOT))
         assert r.returncode == 0 and 'usage' in r.stdout, mod
+
+
+import pytest
+
+
+@pytest.mark.parametrize('args,match', [
+    (['--objective', 'mae', '--bank-size', '4096'], '--objective mae does not use --bank-size'),
+    (['--objective', 'mae', '--temperature', '0.1', '--alpha', '1'], 'does not use --alpha, --temperature'),
+    (['--objective', 'moco', '--mask-ratio', '0.9'], '--objective moco does not use --mask-ratio'),
+    (['--objective', 'moco', '--rec-on', 'visible'], 'does not use --rec-on'),
+])
+def test_contradictory_flags_refused_before_anything_runs(args, match, capsys, tmp_path):
+    out = tmp_path / 'run'
+    assert main(['train', '--out', str(out), '--data', str(tmp_path / 'none'), *args]) == 1
+    assert match in capsys.readouterr().err
+    assert not out.exists()  # nothing was created

@@ -172,3 +172,34 @@ def test_demo_end_to_end_on_an_exported_folder(exported, cifar_archive, tmp_path
     assert json.loads((tmp_path / 'demo' / 'knn.json').read_text())['knn_top1_k20'] == rec['knn_top1_k20']
     w, h = Image.open(tmp_path / 'demo' / 'attention.png').size
     assert w == 3 * 128 and h == 14 + 4 * 128  # image + last + rollout, 4 rows at 4x
+
+
+def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
+    """`macrl push` creates the repo (idempotently) and uploads the folder as one commit; a folder that is
+    not a model folder is refused before anything is sent. (Recorded contract: the loopback server only
+    speaks the download protocol.)"""
+    import huggingface_hub
+    from macrl_hub.push import push
+    folder, _ = exported
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kw):
+            calls.append(('create_repo', repo_id, kw))
+
+        def upload_folder(self, **kw):
+            calls.append(('upload_folder', kw['repo_id'], kw))
+            return type('Info', (), {'commit_url': f'https://hub/{kw["repo_id"]}/commit/1'})()
+
+    monkeypatch.setattr(huggingface_hub, 'HfApi', FakeApi)
+    url = push(str(folder), 'me/macrl-tiny')
+    assert url == 'https://hub/me/macrl-tiny/commit/1'
+    assert calls[0] == ('create_repo', 'me/macrl-tiny', {'repo_type': 'model', 'private': False, 'exist_ok': True})
+    up = calls[1][2]
+    assert up['folder_path'] == str(folder) and up['repo_type'] == 'model'
+    (tmp_path / 'half').mkdir()
+    (tmp_path / 'half' / 'config.json').write_text('{}')
+    calls.clear()
+    with pytest.raises(ValueError, match=r"missing \['model.safetensors', 'README.md'\]"):
+        push(str(tmp_path / 'half'), 'me/x')
+    assert calls == []

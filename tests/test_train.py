@@ -100,6 +100,8 @@ def test_bad_config_values(small_folder, tmp_path):
         train(_cfg(small_folder, tmp_path / 'r', batch_size=30, accum_steps=4))
     with pytest.raises(ValueError, match='unknown model'):
         train(_cfg(small_folder, tmp_path / 'r', model='vit_nonexistent', model_args=''))
+    with pytest.raises(ValueError, match='bank-size 40 is smaller than the 64 keys'):
+        train(_cfg(small_folder, tmp_path / 'r', bank_size=40))
     with pytest.raises(ValueError, match='JSON object'):
         train(_cfg(small_folder, tmp_path / 'r', model_args='depth=2'))
     with pytest.raises(ValueError, match='resume'):
