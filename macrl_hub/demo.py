@@ -34,14 +34,16 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     t0 = time.time()
     model = load_encoder(a.model).eval()
     print(f'macrl demo: {a.model} ({sum(q.numel() for q in model.parameters()) / 1e6:.1f}M params) on {data}')
-    res = eval_knn(model, data, n_train=a.n_train, n_test=a.n_test)
+    size, mean, std = data_config(model)
+    test = load_dataset(data, 'test', size=size)  # read once: kNN queries and the attention images
+    splits = (load_dataset(data, 'train', size=size).subset(a.n_train), test.subset(a.n_test))
+    res = eval_knn(model, data, splits=splits)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {'eval': 'knn', 'model': a.model, 'data': data, **res, 'wall_time_s': round(time.time() - t0, 1)}
     (out / 'knn.json').write_text(json.dumps(record) + '\n')
     print(json.dumps(record))
-    size, mean, std = data_config(model)
-    images = load_dataset(data, 'test', size=size).subset(a.n_images, seed=0).images
+    images = test.subset(a.n_images, seed=0).images
     x = eval_batch(images, size, mean, std)
     panels = {m: attention_maps(model, x, m) for m in ['last', 'rollout'] + (['chefer'] if model.num_classes else [])}
     png = save_grid(images, panels, out / 'attention.png')

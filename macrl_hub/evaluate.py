@@ -65,6 +65,10 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
 def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):
     train = load_dataset(data, 'train', size=size).subset(n_train, seed=seed)
     test = load_dataset(data, 'test', size=size).subset(n_test, seed=seed)
+    return _same_classes(train, test, data)
+
+
+def _same_classes(train, test, data: str):
     if train.classes != test.classes:
         raise ValueError(f'train and test splits of {data} have different classes: only in train '
                          f'{sorted(set(train.classes) - set(test.classes))}, only in test '
@@ -79,9 +83,10 @@ def _features(model, train, test, precision: str, device) -> Tuple[torch.Tensor,
 
 
 def eval_knn(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, n_train: int = 0, n_test: int = 0,
-             precision: str = 'auto', device=None, seed: int = 0) -> Dict[str, Any]:
+             precision: str = 'auto', device=None, seed: int = 0, splits=None) -> Dict[str, Any]:
+    """`splits`: (train, test) ImageTensors already loaded (then data/n_train/n_test/seed are not used)."""
     size = data_config(model)[0]
-    train, test = _load_splits(data, size, n_train, n_test, seed)
+    train, test = _same_classes(*splits, data) if splits else _load_splits(data, size, n_train, n_test, seed)
     ftr, fte = _features(model, train, test, precision, device)
     acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
     return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),

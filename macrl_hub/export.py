@@ -30,7 +30,6 @@ _STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224', 512: 'vit_m
 
 def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) -> Dict[str, Any]:
     """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load)."""
-    from timm.models._pretrained import filter_pretrained_cfg  # noqa
     args = dict(architecture_args(arch), **model_args) if arch in MACRL_ARCHS else dict(model_args)
     num_classes = model.num_classes
     args.pop('num_classes', None)
