@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                                  # tiny, macrl/mae/moco, batch 256
     python benchmarks/train_step.py --models macrl_vit_tiny_p4_cifar macrl_vit_small_p4_cifar --precision bf16
     python benchmarks/train_step.py --profile                        # where the time goes
+    python benchmarks/train_step.py --stock-malloc                   # without macrl_hub.runtime's heap setting
 
 The peak is measured in the same run (a large square matmul in the step's precision). The data
 pipeline (batch-wise augmentation of uint8 CIFAR batches) is timed on its own.
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
+from macrl_hub.runtime import keep_freed_memory
 from macrl_hub.train import autocast, resolve_precision
 from macrl_hub.transforms import PairAugment
 
@@ -89,11 +91,13 @@ def main():
     p.add_argument('--precision', default='auto')
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--profile', action='store_true')
+    p.add_argument('--stock-malloc', action='store_true', help="don't keep freed memory (the trainer does on CPU)")
     a = p.parse_args()
+    malloc = 'stock' if a.stock_malloc else ('keep_freed' if keep_freed_memory() else 'stock (not glibc)')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(a.precision, device)
     peak = matmul_peak(precision, device)
-    print(json.dumps(dict(device=str(device), threads=torch.get_num_threads(), precision=precision,
+    print(json.dumps(dict(device=str(device), threads=torch.get_num_threads(), precision=precision, malloc=malloc,
                           matmul_peak_gflops=round(peak, 1))))
     print(json.dumps(dict(data_pipeline_img_per_s=round(bench_data(a.batch_size), 1))))
     for arch in a.models:

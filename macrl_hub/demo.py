@@ -19,6 +19,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     from .data import default_data, load_dataset
     from .evaluate import eval_knn, load_encoder
     from .features import data_config
+    from .runtime import keep_freed_memory
     from .transforms import eval_batch
     from .viz import attention_maps, save_grid
     p = argparse.ArgumentParser(prog='macrl demo', description=__doc__,
@@ -30,6 +31,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     p.add_argument('--n-images', type=int, default=8, help='test images in the attention grid')
     p.add_argument('--out', default='demo')
     a = p.parse_args(argv)
+    keep_freed_memory()
     data = a.data or default_data() or 'cifar10'
     t0 = time.time()
     model = load_encoder(a.model).eval()

@@ -26,6 +26,7 @@ from .data import default_data, load_dataset
 from .features import data_config, extract_features
 from .knn import knn_accuracy
 from .probe import fold_head, train_linear_probe
+from .runtime import keep_freed_memory
 
 __all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_finetune', 'main']
 
@@ -193,6 +194,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json-out', default=None)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
     if args.threads:
         torch.set_num_threads(args.threads)
     data = args.data or default_data()

@@ -34,6 +34,7 @@ from .data import default_data, load_dataset
 from .distributed import is_dist, rank, world_size
 from .macrl import MACRL
 from .momentum import cosine_momentum
+from .runtime import keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_torch_save
 
@@ -154,6 +155,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     local_ws = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_ws))
     precision = resolve_precision(cfg.precision, device)
+    if device.type == 'cpu' and cfg.keep_freed_memory:
+        keep_freed_memory()
     if cfg.batch_size % (ws * cfg.accum_steps):
         raise ValueError(f'--batch-size {cfg.batch_size} must be divisible by world size x accum steps '
                          f'= {ws} x {cfg.accum_steps}')
