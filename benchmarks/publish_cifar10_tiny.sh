@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How macrl_vit_tiny_p4_cifar.cifar10 and .cifar10_lin were produced from a `macrl train` run, end to end.
+# How macrl_vit_tiny_p4_cifar.cifar10 and .cifar10_lin are produced from a `macrl train` run, end to end.
 #   bash benchmarks/publish_cifar10_tiny.sh runs/tiny_c10 ../shared/data/cifar10-jpeg.tar.xz
 # The pretraining command itself is on the model card (and in runs/.../config.json).
 set -euo pipefail
@@ -8,12 +8,12 @@ DATA=${2:-../shared/data/cifar10-jpeg.tar.xz}
 NAME=macrl_vit_tiny_p4_cifar.cifar10
 CK=$RUN/checkpoint.pth
 # 1) the weights, and their sha256 in the registry, so the published name loads them
-macrl export "$CK" --name $NAME
+macrl export "$CK" --name $NAME --overwrite
 python benchmarks/register_weights.py $NAME
-# 2) every number on the card, measured through the published name (full train bank, full test set)
-macrl eval knn --model $NAME --data "$DATA" --json-out "$RUN/knn.json"
-macrl eval linear --model $NAME --data "$DATA" --save-head "$RUN/head.safetensors" --json-out "$RUN/linear.json"
+# 2) every number on the card, measured through the published name (full train bank, full test set):
+#    kNN and the linear probe from one feature extraction
+macrl eval knn+linear --model $NAME --data "$DATA" --save-head "$RUN/head.safetensors" --json-out "$RUN/eval.json"
 # 3) the cards (same weights, same sha), and the classifier tag with the folded linear-probe head
-macrl export "$CK" --name $NAME --eval-json "$RUN/knn.json" "$RUN/linear.json"
-macrl export "$CK" --name ${NAME}_lin --head "$RUN/head.safetensors" --eval-json "$RUN/linear.json"
+macrl export "$CK" --name $NAME --eval-json "$RUN/eval.json" --overwrite
+macrl export "$CK" --name ${NAME}_lin --head "$RUN/head.safetensors" --eval-json "$RUN/eval.json" --overwrite
 python benchmarks/register_weights.py $NAME ${NAME}_lin

@@ -2,6 +2,7 @@
 
     macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
     macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
+    macrl eval knn+linear --model runs/tiny/checkpoint.pth --data ...        # both, features extracted once
     macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100
     macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
 
@@ -28,7 +29,7 @@ from .knn import knn_accuracy
 from .probe import fold_head, train_linear_probe
 from .runtime import keep_freed_memory
 
-__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_finetune', 'main']
+__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_knn_linear', 'eval_finetune', 'main']
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
@@ -100,6 +101,23 @@ def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int 
     size = data_config(model)[0]
     train, test = _load_splits(data, size, n_train, n_test, seed)
     ftr, fte = _features(model, train, test, precision, device)
+    return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)
+
+
+def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, epochs: int = 100,
+                    batch_size: int = 256, lr: float = 0.1, optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0,
+                    precision: str = 'auto', device=None, seed: int = 0,
+                    save_head: Optional[str] = None) -> Dict[str, Any]:
+    """kNN and the linear probe from one feature extraction (the same numbers as the two separate protocols)."""
+    size = data_config(model)[0]
+    train, test = _load_splits(data, size, n_train, n_test, seed)
+    ftr, fte = _features(model, train, test, precision, device)
+    acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
+    return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'temperature': t,
+            **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)}
+
+
+def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head) -> Dict[str, Any]:
     probe, stats = train_linear_probe(ftr, train.labels, len(train.classes), epochs, batch_size, lr,
                                       optimizer=optimizer, seed=seed, test=(fte, test.labels))
     if save_head:
@@ -147,20 +165,31 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
         _TensorImages(train.images, train.labels, finetune_transform(size, mean, std)), batch_size=batch_size,
         shuffle=True, drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(seed))
     steps_per_epoch = len(loader)
-    total, warm = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
-    step = 0
-    for _ in range(epochs):
+    if steps_per_epoch == 0:
+        raise ValueError(f'--batch-size {batch_size} is larger than the train split ({len(train)} images)')
+    total = epochs * steps_per_epoch
+    warm = min(warmup_epochs * steps_per_epoch, total // 2)  # short runs: warm up for half at most
+    step, epoch_loss = 0, []
+    for epoch in range(epochs):
         model.train()
+        t_ep, run_loss = time.time(), 0.0
         for x, y in loader:
             scale = lr_at(step, total, warm, 1.0)
             for group in opt.param_groups:
                 group['lr'] = lr * scale * group.get('lr_scale', 1.0)
             with autocast(device, precision):
                 loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'fine-tuning loss became {loss.item()} at epoch {epoch}, step {step}; '
+                                         f'lower --lr (now {lr:g})')
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            run_loss += loss.item()
             step += 1
+        epoch_loss.append(run_loss / steps_per_epoch)
+        print(f'finetune epoch {epoch + 1}/{epochs}: loss {epoch_loss[-1]:.4f} '
+              f'({steps_per_epoch * batch_size / (time.time() - t_ep):.0f} img/s)', file=sys.stderr, flush=True)
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -169,13 +198,15 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
             with autocast(device, precision):
                 correct += int((model(x).argmax(1).cpu() == test.labels[i:i + 512]).sum())
     return {'finetune_top1': 100.0 * correct / len(test), 'n_train': len(train), 'n_test': len(test),
-            'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay}
+            'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
+            'train_loss_per_epoch': [round(v, 4) for v in epoch_loss]}
 
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(prog='macrl eval', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('protocol', choices=['knn', 'linear', 'finetune'])
+    parser.add_argument('protocol', choices=['knn', 'linear', 'knn+linear', 'finetune'],
+                        help='knn+linear: both from one feature extraction')
     parser.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
     parser.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
     parser.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
@@ -187,6 +218,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser.add_argument('--batch-size', type=int, default=None)
     parser.add_argument('--lr', type=float, default=None, help='linear: 0.1 (x batch/256), finetune: 1.5e-3')
     parser.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='linear probe optimizer')
+    parser.add_argument('--layer-decay', type=float, default=0.75, help='finetune: timm layer-wise lr decay')
+    parser.add_argument('--warmup-epochs', type=int, default=5, help='finetune')
     parser.add_argument('--save-head', default=None, help='linear: write the folded head as safetensors here')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--device', default=None)
@@ -208,13 +241,15 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     common = dict(n_train=args.n_train, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
     if args.protocol == 'knn':
         res = eval_knn(model, data, ks=tuple(args.k), t=args.temperature, **common)
-    elif args.protocol == 'linear':
-        res = eval_linear(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 256,
-                          lr=args.lr if args.lr is not None else 0.1, optimizer=args.optimizer,
-                          save_head=args.save_head, **common)
+    elif args.protocol in ('linear', 'knn+linear'):
+        probe = dict(epochs=args.epochs or 100, batch_size=args.batch_size or 256,
+                     lr=args.lr if args.lr is not None else 0.1, optimizer=args.optimizer, save_head=args.save_head)
+        res = (eval_linear(model, data, **probe, **common) if args.protocol == 'linear' else
+               eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, **probe, **common))
     else:
         res = eval_finetune(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 128,
-                            lr=args.lr if args.lr is not None else 1.5e-3, **common)
+                            lr=args.lr if args.lr is not None else 1.5e-3, layer_decay=args.layer_decay,
+                            warmup_epochs=args.warmup_epochs, **common)
     record = {'eval': args.protocol, 'model': args.model, 'random_init': args.random_init, 'data': data, **res,
               'seed': args.seed, 'wall_time_s': round(time.time() - t0, 1),
               'command': 'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv)}

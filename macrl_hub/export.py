@@ -56,13 +56,22 @@ def _load_checkpoint(path: Path):
     return ck
 
 
+#: what `export` writes into <out_dir>/<arch>.<tag>/ (other files there are never touched)
+EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'training_curve.png', 'pretrain.safetensors')
+
+
 def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: Optional[List[str]] = None,
-           head: Optional[str] = None, full: bool = False, fp16: bool = False) -> Path:
+           head: Optional[str] = None, full: bool = False, fp16: bool = False, overwrite: bool = False) -> Path:
     import timm
     from . import models  # noqa: F401
     if '.' not in name:
         raise ValueError(f'--name must be <arch>.<tag>, e.g. macrl_vit_tiny_p4_cifar.cifar10; got {name!r}')
     arch, tag = name.split('.', 1)
+    folder = Path(out_dir) / name
+    existing = [f for f in EXPORT_FILES if (folder / f).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'{folder} already holds {", ".join(existing)}; pass --overwrite to replace them '
+                              f'(other files in the folder are kept), or choose another --out-dir')
     ck = _load_checkpoint(Path(checkpoint))
     if ck['arch'] != arch:
         raise ValueError(f'checkpoint {checkpoint} is a {ck["arch"]}, not {arch}')
@@ -85,7 +94,6 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                          f'unexpected keys {unexpected[:8]}')
     if label_names:
         model.pretrained_cfg['label_names'] = label_names
-    folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
     save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
@@ -116,8 +124,9 @@ def main(argv: Optional[list] = None) -> Path:
     p.add_argument('--head', default=None, help='linear head from `macrl eval linear --save-head`')
     p.add_argument('--full', action='store_true', help='also write pretrain.safetensors (whole MACRL state, fp16)')
     p.add_argument('--fp16', action='store_true', help='store the encoder in fp16 (default fp32)')
+    p.add_argument('--overwrite', action='store_true', help=f'replace {", ".join(EXPORT_FILES)} in an existing folder')
     a = p.parse_args(argv)
-    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16)
+    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16, a.overwrite)
     print(f'macrl export: wrote {folder}: {", ".join(sorted(f.name for f in folder.iterdir()))}')
     return folder
 

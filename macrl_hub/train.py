@@ -171,6 +171,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     model = build_macrl(cfg).to(device)
     out = Path(cfg.out)
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    taken = master and not cfg.resume and (out / CKPT_NAME).is_file()
+    if _any_rank(taken, device):  # never overwrite a user's run by starting a new one in its folder
+        raise FileExistsError(f'--out {out} already holds {CKPT_NAME} from an earlier run; pass --resume auto to '
+                              f'continue it, or choose another --out (delete the folder yourself to start over)')
     if master:
         _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
 

@@ -24,14 +24,18 @@ def test_load_encoder_from_checkpoint(trained_ckpt):
 
 
 def test_eval_cli_prints_one_json_line(trained_ckpt, small_folder, capsys, tmp_path):
-    rec = eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '5', '20',
+    knn = eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '5', '20',
                      '--json-out', str(tmp_path / 'knn.json')])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(line) == rec == json.loads((tmp_path / 'knn.json').read_text())
-    assert 0 <= rec['knn_top1_k5'] <= 100 and rec['n_train'] == 192 and rec['n_test'] == 64
+    assert json.loads(line) == knn == json.loads((tmp_path / 'knn.json').read_text())
+    assert 0 <= knn['knn_top1_k5'] <= 100 and knn['n_train'] == 192 and knn['n_test'] == 64
     rec = eval_main(['linear', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '3',
                      '--save-head', str(tmp_path / 'head.safetensors')])
     assert 0 <= rec['linear_top1'] <= 100 and (tmp_path / 'head.safetensors').is_file()
+    both = eval_main(['knn+linear', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '5', '20',
+                      '--epochs', '3'])
+    assert both['linear_top1'] == rec['linear_top1']  # one extraction gives the same numbers as two
+    assert both['knn_top1_k5'] == knn['knn_top1_k5'] and both['knn_top1_k20'] == knn['knn_top1_k20']
 
 
 def test_bad_model_specs(tmp_path):
@@ -43,3 +47,25 @@ def test_bad_model_specs(tmp_path):
     torch.save({'weights': torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match='not a `macrl train` checkpoint'):
         load_encoder(str(bad))
+
+
+def test_finetune_cli_learns_and_uses_layer_decay(trained_ckpt, small_folder, capsys):
+    """192 images, 4 epochs: the mean train loss falls epoch over epoch (the whole model is trained with timm's
+    layer-decayed AdamW groups), and the test accuracy is reported on the 64 test images."""
+    rec = eval_main(['finetune', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '4',
+                     '--batch-size', '32', '--lr', '3e-3', '--warmup-epochs', '1', '--threads', '1'])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == rec
+    losses = rec['train_loss_per_epoch']
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.05, losses
+    assert 0 <= rec['finetune_top1'] <= 100 and rec['n_test'] == 64 and rec['layer_decay'] == 0.75
+
+
+def test_finetune_layer_decay_scales_early_layers_down(trained_ckpt):
+    from timm.optim import create_optimizer_v2
+    enc = load_encoder(str(trained_ckpt))
+    enc.reset_classifier(10)
+    opt = create_optimizer_v2(enc, 'adamw', lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+    scale = {id(p): g['lr_scale'] for g in opt.param_groups for p in g['params']}
+    first, last, head = (scale[id(enc.blocks[0].attn.qkv.weight)], scale[id(enc.blocks[-1].attn.qkv.weight)],
+                         scale[id(enc.head.weight)])
+    assert first < last < head == 1.0, (first, last, head)

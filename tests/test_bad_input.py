@@ -1,0 +1,169 @@
+"""Bad input, as a table: each case gets a clear error naming the problem (or, for odd image modes, a
+documented conversion), and nothing the user owns changes: every file the case starts from is
+byte-identical afterwards. The same list, with the behaviour, is README's troubleshooting table."""
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Callable, List, NamedTuple, Optional, Tuple, Type
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import macrl_hub  # noqa: F401
+from macrl_hub import MACRL
+from macrl_hub.cli import main as cli
+from macrl_hub.data import DataError, load_dataset
+from macrl_hub.evaluate import load_encoder
+from macrl_hub.export import export
+from macrl_hub.train import train
+from macrl_hub.weights import WeightsFileError, load_safetensors
+
+from test_train import _cfg, small_folder  # noqa: F401  (fixture)
+
+NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
+
+
+class Case(NamedTuple):
+    run: Callable[[], object]
+    error: Optional[Type[BaseException]]  # None: must succeed
+    match: str  # regex on the message (or on repr(result) when it succeeds)
+    owned: List[Path]  # the user's files: unchanged afterwards
+
+
+def _jpeg_tree(root: Path, corrupt: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ('train', 'test'):
+        for c in ('cat', 'dog'):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f'{i}.jpg')
+    if corrupt:
+        (root / 'train' / 'cat' / 'bad.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not a jpeg')
+    return root
+
+
+def _odd_modes_tree(root: Path) -> Path:
+    for c, arr, mode in (('gray', np.full((32, 32), 128, np.uint8), 'L'),
+                         ('rgba', np.dstack([np.full((32, 32, 3), 200, np.uint8), np.full((32, 32), 255, np.uint8)]),
+                          'RGBA'),
+                         ('deep', np.full((32, 32), 65535, np.uint16), None)):
+        (root / 'train' / c).mkdir(parents=True)
+        Image.fromarray(arr, mode=mode).save(root / 'train' / c / '0.png')
+    return root
+
+
+def _files(*roots: Path) -> List[Path]:
+    return sorted(f for r in roots for f in ([r] if r.is_file() else r.rglob('*')) if f.is_file())
+
+
+def _digest(paths: List[Path]) -> dict:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
+    cases = {}
+    bad = _jpeg_tree(tmp / 'corrupt', corrupt=True)
+    cases['corrupt JPEG, --on-error raise'] = Case(
+        lambda: load_dataset(str(bad), 'train', on_error='raise'), DataError, r'bad\.jpg', _files(bad))
+    good = _jpeg_tree(tmp / 'good')
+    arc = tmp / 'data.tar.xz'
+    with tarfile.open(arc, 'w:xz') as tar:
+        tar.add(good, arcname='data')
+    cut = tmp / 'cut.tar.xz'
+    cut.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    cases['truncated archive'] = Case(lambda: load_dataset(str(cut), 'train'), DataError, 'truncated or corrupt',
+                                      [cut])
+    odd = _odd_modes_tree(tmp / 'odd')
+    cases['grayscale / RGBA / 16-bit images'] = Case(
+        lambda: tuple(load_dataset(str(odd), 'train').images.shape), None, r'\(3, 3, 32, 32\)', _files(odd))
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    cases['wrong-size tensor to a fixed-size model'] = Case(
+        lambda: model(torch.randn(2, 3, 64, 64)), ValueError, r'expects input \(B, 3, 32, 32\), got \(2, 3, 64, 64\)',
+        [])
+    cases['one-channel tensor to an RGB model'] = Case(lambda: model(torch.randn(2, 1, 32, 32)), ValueError,
+                                                       r'\(B, 3, 32, 32\)', [])
+    cases['unknown model'] = Case(lambda: load_encoder('vit_nope'), ValueError, r'unknown model .*macrl_vit_tiny', [])
+    cases['unknown tag'] = Case(lambda: timm.create_model(f'{NAME.split(".")[0]}.imagenet', pretrained=True),
+                                ValueError, r"unknown pretrained tag 'imagenet'.*available", [])
+    cases['unknown objective'] = Case(lambda: MACRL(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1),
+                                                    objective='simclr'), ValueError, r"unknown objective 'simclr'", [])
+    cases['checkpoint from another architecture'] = Case(
+        lambda: export(str(ckpt), 'macrl_vit_small_p4_cifar.mine', str(tmp / 'cards')), ValueError,
+        'is a macrl_vit_tiny_p4_cifar, not macrl_vit_small_p4_cifar', [ckpt])
+    pkl = tmp / 'weights.safetensors'
+    torch.save(model.state_dict(), pkl)
+    cases['pickle offered as published weights'] = Case(lambda: load_safetensors(pkl), WeightsFileError, 'pickle',
+                                                        [pkl])
+    cases['contradictory flags (--objective mae --bank-size)'] = Case(
+        lambda: _cli_error(['train', '--objective', 'mae', '--bank-size', '4096', '--data', str(folder),
+                            '--out', str(ckpt.parent)]), ValueError, '--objective mae does not use --bank-size',
+        _files(ckpt.parent))
+    cases['new run into a folder holding a checkpoint'] = Case(
+        lambda: train(_cfg(folder, ckpt.parent, max_steps=1)), FileExistsError, r'--resume auto', _files(ckpt.parent))
+    cards = tmp / 'cards'
+    mine = cards / 'macrl_vit_tiny_p4_cifar.mine'
+    mine.mkdir(parents=True)
+    (mine / 'README.md').write_text('my own notes\n')
+    cases['export over an existing model folder'] = Case(
+        lambda: export(str(ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(cards)), FileExistsError, r'--overwrite',
+        _files(mine))
+    return cases
+
+
+def _cli_error(argv):
+    """The CLI prints one line and returns 1: raise it again as ValueError so the table can match it."""
+    import contextlib
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli(argv)
+    lines = err.getvalue().strip().splitlines()
+    if rc == 1 and len(lines) == 1:
+        raise ValueError(lines[0])
+    raise AssertionError(f'expected one error line and exit 1, got {rc}: {lines}')
+
+
+CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGBA / 16-bit images',
+         'wrong-size tensor to a fixed-size model', 'one-channel tensor to an RGB model', 'unknown model',
+         'unknown tag', 'unknown objective', 'checkpoint from another architecture',
+         'pickle offered as published weights', 'contradictory flags (--objective mae --bank-size)',
+         'new run into a folder holding a checkpoint', 'export over an existing model folder']
+
+
+@pytest.fixture(scope='module')
+def setting(small_folder, tmp_path_factory) -> Tuple[Path, Path]:
+    run = tmp_path_factory.mktemp('run')
+    train(_cfg(small_folder, run, max_steps=1))
+    return run / 'checkpoint.pth', small_folder
+
+
+@pytest.mark.parametrize('name', CASES)
+def test_bad_input_table(name, setting, tmp_path):
+    ckpt, folder = setting
+    case = _cases(tmp_path, ckpt, folder)[name]
+    before = _digest(case.owned)
+    if case.error is None:
+        import re
+        assert re.search(case.match, repr(case.run())), name
+    else:
+        with pytest.raises(case.error, match=case.match):
+            case.run()
+    assert _digest(case.owned) == before, f'{name}: a file the user owns changed'
+
+
+def test_the_table_covers_every_case(setting, tmp_path):
+    assert sorted(_cases(tmp_path, *setting)) == sorted(CASES)
+
+
+def test_export_overwrite_replaces_only_its_own_files(setting, tmp_path):
+    ckpt, _ = setting
+    mine = tmp_path / 'cards' / 'macrl_vit_tiny_p4_cifar.mine'
+    mine.mkdir(parents=True)
+    (mine / 'NOTES.txt').write_text('keep me\n')
+    (mine / 'README.md').write_text('old card\n')
+    export(str(ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'), overwrite=True)
+    assert (mine / 'NOTES.txt').read_text() == 'keep me\n'
+    assert (mine / 'README.md').read_text() != 'old card\n' and (mine / 'model.safetensors').is_file()
