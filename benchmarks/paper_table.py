@@ -1,6 +1,6 @@
 """The paper's comparison in miniature: MACRL vs MAE vs MoCo (and ablations) at equal training.
 
-    python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz            # ~60 min, 2 cores
+    python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz            # ~35 min, 2 cores
     python benchmarks/paper_table.py --data ... --ablations rec_on=visible,all alpha=0.03,0.3 \
         mask_ratio=0.5,0.9 bank_size=0,4096
     python benchmarks/paper_table.py --data ... --scale 10 --model macrl_vit_small_p4_cifar  # real hardware

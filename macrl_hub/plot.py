@@ -6,7 +6,8 @@ from PIL import Image, ImageDraw
 
 __all__ = ['line_plot', 'plot_training_curve']
 
-_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # matplotlib tab10
 
 
 def line_plot(series: Dict[str, Sequence[Tuple[float, float]]], path: Path, title: str = '', xlabel: str = '',
