@@ -4,7 +4,7 @@ One process (CPU or one GPU):
     macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \
         --epochs 100 --batch-size 256 --out runs/tiny
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
-    macrl train ... --resume auto                # continue <out>/checkpoint.pth exactly
+    macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
     torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
@@ -38,7 +38,8 @@ from .runtime import keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_torch_save
 
-__all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged']
+__all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
+           'resumed_config', 'RUN_CONTROL']
 
 CKPT_NAME = 'checkpoint.pth'
 
@@ -353,12 +354,54 @@ def _global_mean(v: torch.Tensor) -> float:
     return float(v)
 
 
+#: settings a resumed run may change (where and how long it runs, not what it learns)
+RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'ckpt_every_min', 'ckpt_every_epochs',
+               'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress', 'threads', 'device',
+               'precision', 'compile', 'keep_freed_memory', 'on_error')
+#: never taken from the checkpoint on resume
+PER_INVOCATION = ('out', 'resume', 'time_budget', 'max_steps', 'progress')
+
+
+def _norm(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v  # flags give lists, configs hold tuples
+
+
+def _resume_path(cfg: TrainConfig) -> Optional[Path]:
+    if cfg.resume == 'auto':
+        path = Path(cfg.out) / CKPT_NAME
+        return path if path.is_file() else None
+    return Path(cfg.resume)
+
+
+def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
+    """The config to resume with: the checkpoint's, except PER_INVOCATION settings and the RUN_CONTROL flags
+    given on the command line (e.g. a moved --data, another --precision on another machine).
+
+    A flag that would change what the run learns (e.g. --alpha) and differs from the checkpoint is an error,
+    so forgetting or mistyping a flag on resume can never silently change a run half way."""
+    path = _resume_path(cfg)
+    if path is None:
+        return cfg  # --resume auto with nothing to resume: a fresh run
+    if not path.is_file():
+        raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
+    saved = torch.load(path, map_location='cpu', weights_only=True).get('config', {})
+    clash = {k: (saved[k], given[k]) for k in given
+             if k in saved and k not in RUN_CONTROL and _norm(given[k]) != _norm(saved[k])}
+    if clash:
+        raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
+            f'the run has --{k.replace("_", "-")} {old!r}, this command asks for {new!r}' for k, (old, new) in
+            clash.items()) + ' (drop these flags to continue the run as it was, or start a new --out)')
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(given) - set(PER_INVOCATION)
+    return dataclasses.replace(cfg, **{k: _norm(v) for k, v in saved.items() if k in fields})
+
+
 def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:
     old = ck.get('config', {})
-    for key in ('model', 'objective', 'proj_dim', 'decoder_dim', 'bank_size'):
-        if key in old and old[key] != getattr(cfg, key):
+    now = dataclasses.asdict(cfg)
+    for key in now:
+        if key in old and key not in RUN_CONTROL and _norm(old[key]) != _norm(now[key]):
             raise ValueError(f'cannot resume: checkpoint has {key}={old[key]!r}, this run asks for '
-                             f'{getattr(cfg, key)!r}')
+                             f'{now[key]!r}')
 
 
 def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, train_time: float, precision: str):
@@ -407,7 +450,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     cfg = config_from_args(parser.parse_args(argv))
     given = argparse.ArgumentParser(add_help=False)
     add_dataclass_args(given, suppress_defaults=True)
-    check_flags(cfg.objective, vars(given.parse_known_args(argv)[0]))
+    given = vars(given.parse_known_args(argv)[0])
+    if cfg.resume:  # `--out X --resume auto` is enough: the run's own settings come from its checkpoint
+        cfg = resumed_config(cfg, given)
+    check_flags(cfg.objective, given)
     return train(cfg)
 
 

@@ -120,3 +120,19 @@ def test_schedules_and_durations():
     assert resolve_precision('auto', torch.device('cpu')) in ('fp32', 'bf16')
     with pytest.raises(ValueError, match='precision'):
         resolve_precision('int8', torch.device('cpu'))
+
+
+def test_resume_from_the_command_line_takes_the_runs_own_settings(small_folder, tmp_path):
+    from macrl_hub.train import main as train_main
+    out = tmp_path / 'run'
+    train(_cfg(small_folder, out, max_steps=2, alpha=0.5, crop_min=0.3))
+    res = train_main(['--out', str(out), '--resume', 'auto', '--max-steps', '1', '--threads', '1', '--no-progress'])
+    assert res['step'] == 3  # continued, not restarted
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert ck['config']['alpha'] == 0.5 and ck['config']['crop_min'] == 0.3 and ck['config']['model_args'] == TINY
+    before = _sha(out / 'checkpoint.pth')
+    with pytest.raises(ValueError, match=r"the run has --alpha 0.5, this command asks for 0.1"):
+        train_main(['--out', str(out), '--resume', 'auto', '--alpha', '0.1', '--max-steps', '1'])
+    with pytest.raises(ValueError, match='cannot resume: checkpoint has alpha=0.5'):  # the Python API checks too
+        train(_cfg(small_folder, out, max_steps=1, resume='auto'))
+    assert _sha(out / 'checkpoint.pth') == before
