@@ -26,10 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from macrl_hub.card import hardware  # noqa: E402
 from macrl_hub.config import TrainConfig  # noqa: E402
 from macrl_hub.data import load_dataset  # noqa: E402
-from macrl_hub.evaluate import load_encoder  # noqa: E402
-from macrl_hub.features import extract_features  # noqa: E402
-from macrl_hub.knn import knn_accuracy  # noqa: E402
-from macrl_hub.probe import train_linear_probe  # noqa: E402
+from macrl_hub.evaluate import eval_knn_linear, load_encoder  # noqa: E402
 from macrl_hub.plot import line_plot  # noqa: E402
 from macrl_hub.train import train  # noqa: E402
 
@@ -43,15 +40,10 @@ def _parse_ablation(spec: str):
     return key, [typ(v) if typ is not bool else v.lower() in ('1', 'true') for v in values.split(',')]
 
 
-def evaluate(enc, splits, probe_epochs: int) -> dict:
+def evaluate(enc, data: str, splits, probe_epochs: int) -> dict:
     """kNN (k=20, 200) and a linear probe from one pass of feature extraction."""
-    train_set, test_set = splits
-    ftr = extract_features(enc, train_set.images, progress=False)
-    fte = extract_features(enc, test_set.images, progress=False)
-    knn = knn_accuracy(ftr, train_set.labels, fte, test_set.labels, len(train_set.classes))
-    _, lin = train_linear_probe(ftr, train_set.labels, len(train_set.classes), probe_epochs,
-                                test=(fte, test_set.labels))
-    return dict(knn20=knn[20], knn200=knn[200], linear=lin['test_top1'])
+    ev = eval_knn_linear(enc, data, epochs=probe_epochs, splits=splits)
+    return dict(knn20=ev['knn_top1_k20'], knn200=ev['knn_top1_k200'], linear=ev['linear_top1'])
 
 
 def run_one(name: str, base: dict, overrides: dict, args, out: Path, splits, cache: dict) -> dict:
@@ -66,14 +58,14 @@ def run_one(name: str, base: dict, overrides: dict, args, out: Path, splits, cac
         torch.manual_seed(args.seed)
         enc = timm.create_model(args.model, **json.loads(args.model_args or '{}'))
         row = dict(name=name, **overrides, epochs=0, steps=0, train_min=0.0,
-                   **evaluate(enc, splits, args.probe_epochs), curve=[])
+                   **evaluate(enc, args.data, splits, args.probe_epochs), curve=[])
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
         cfg = TrainConfig(**{**base, **overrides, 'out': str(run_dir)})
         t0 = time.time()
         res = train(cfg)
         train_time = time.time() - t0
-        ev = evaluate(load_encoder(res['checkpoint']), splits, args.probe_epochs)
+        ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
         log = [json.loads(l) for l in (Path(cfg.out) / 'log.jsonl').read_text().splitlines()]
         curve = [(r['epoch'], r['knn_top1_k200']) for r in log if 'knn_top1_k200' in r]
         row = dict(name=name, **overrides, epochs=cfg.epochs, steps=res['step'],
@@ -127,7 +119,8 @@ def main():
                                          cache)
                                 for v in values]))
     total = (time.time() - t_all) / 60
-    reused = [n for n in cache if any(r['name'] == n for r in rows + [r for _, rs in ablations for r in rs])]
+    every_row = rows + [r for _, rs in ablations for r in rs]
+    reused = [r['name'] for r in every_row if r['name'] in cache]
     cmd = 'python benchmarks/paper_table.py ' + shlex.join(sys.argv[1:])
     md = [f'# MACRL vs MAE vs MoCo, in miniature', '',
           f'{args.model}, {base["num_train"]} CIFAR-10 train images (fixed random subset, seed {args.seed}), '
@@ -148,7 +141,7 @@ def main():
         md += [f'| {r[key]} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | {r["train_min"]} |' for r in rs]
     (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
     (out / 'paper_table.json').write_text(json.dumps(dict(rows=rows, ablations=ablations, command=cmd, settings=settings), indent=1))
-    series = {r['name']: r['curve'] for r in rows + [r for _, rs in ablations for r in rs] if r['curve']}
+    series = {r['name']: r['curve'] for r in every_row if r['curve']}
     if series:
         line_plot(series, out / 'paper_curves.png', title='online kNN top-1 (k=200, 2k bank, 1k held out)',
                   xlabel='epoch')

@@ -84,37 +84,44 @@ def _features(model, train, test, precision: str, device) -> Tuple[torch.Tensor,
     return ftr.cpu(), fte.cpu()
 
 
+def _splits(model: nn.Module, data: str, n_train: int, n_test: int, seed: int, splits=None):
+    """(train, test) for `model`'s input size: loaded here, or `splits` already loaded (class check kept)."""
+    if splits:
+        return _same_classes(*splits, data)
+    return _load_splits(data, data_config(model)[0], n_train, n_test, seed)
+
+
 def eval_knn(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, n_train: int = 0, n_test: int = 0,
              precision: str = 'auto', device=None, seed: int = 0, splits=None) -> Dict[str, Any]:
     """`splits`: (train, test) ImageTensors already loaded (then data/n_train/n_test/seed are not used)."""
-    size = data_config(model)[0]
-    train, test = _same_classes(*splits, data) if splits else _load_splits(data, size, n_train, n_test, seed)
+    train, test = _splits(model, data, n_train, n_test, seed, splits)
     ftr, fte = _features(model, train, test, precision, device)
-    acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
-    return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),
-            'temperature': t}
+    return _knn(ftr, fte, train, test, ks, t)
 
 
 def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
                 optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
                 seed: int = 0, save_head: Optional[str] = None) -> Dict[str, Any]:
-    size = data_config(model)[0]
-    train, test = _load_splits(data, size, n_train, n_test, seed)
+    train, test = _splits(model, data, n_train, n_test, seed)
     ftr, fte = _features(model, train, test, precision, device)
     return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)
 
 
 def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, epochs: int = 100,
                     batch_size: int = 256, lr: float = 0.1, optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0,
-                    precision: str = 'auto', device=None, seed: int = 0,
-                    save_head: Optional[str] = None) -> Dict[str, Any]:
+                    precision: str = 'auto', device=None, seed: int = 0, save_head: Optional[str] = None,
+                    splits=None) -> Dict[str, Any]:
     """kNN and the linear probe from one feature extraction (the same numbers as the two separate protocols)."""
-    size = data_config(model)[0]
-    train, test = _load_splits(data, size, n_train, n_test, seed)
+    train, test = _splits(model, data, n_train, n_test, seed, splits)
     ftr, fte = _features(model, train, test, precision, device)
-    acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
-    return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'temperature': t,
+    return {**_knn(ftr, fte, train, test, ks, t),
             **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)}
+
+
+def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
+    acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
+    return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),
+            'temperature': t}
 
 
 def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head) -> Dict[str, Any]:

@@ -366,6 +366,12 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v  # flags give lists, configs hold tuples
 
 
+def _clashes(saved: Dict[str, Any], asked: Dict[str, Any]) -> Dict[str, tuple]:
+    """{key: (saved, asked)} for the settings a resumed run may not change (all but RUN_CONTROL)."""
+    return {k: (saved[k], v) for k, v in asked.items()
+            if k in saved and k not in RUN_CONTROL and _norm(v) != _norm(saved[k])}
+
+
 def _resume_path(cfg: TrainConfig) -> Optional[Path]:
     if cfg.resume == 'auto':
         path = Path(cfg.out) / CKPT_NAME
@@ -385,8 +391,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     if not path.is_file():
         raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
     saved = torch.load(path, map_location='cpu', weights_only=True).get('config', {})
-    clash = {k: (saved[k], given[k]) for k in given
-             if k in saved and k not in RUN_CONTROL and _norm(given[k]) != _norm(saved[k])}
+    clash = _clashes(saved, given)
     if clash:
         raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
             f'the run has --{k.replace("_", "-")} {old!r}, this command asks for {new!r}' for k, (old, new) in
@@ -396,12 +401,8 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
 
 
 def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:
-    old = ck.get('config', {})
-    now = dataclasses.asdict(cfg)
-    for key in now:
-        if key in old and key not in RUN_CONTROL and _norm(old[key]) != _norm(now[key]):
-            raise ValueError(f'cannot resume: checkpoint has {key}={old[key]!r}, this run asks for '
-                             f'{now[key]!r}')
+    for key, (old, new) in _clashes(ck.get('config', {}), dataclasses.asdict(cfg)).items():
+        raise ValueError(f'cannot resume: checkpoint has {key}={old!r}, this run asks for {new!r}')
 
 
 def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, train_time: float, precision: str):
