@@ -3,7 +3,7 @@ the checkpoint, the eval JSON lines and the training log. Nothing on a card is t
 import json
 import platform
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 __all__ = ['write_model_card', 'train_command', 'hardware']
 
@@ -19,10 +19,18 @@ CITATION = '''@article{yao2022macrl,
 }'''
 
 
-def train_command(cfg: Dict[str, Any]) -> str:
-    """The `macrl train` command line that reproduces a run's config (non-default flags only)."""
+def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None) -> str:
+    """The `macrl train` command line that reproduces a run's config (non-default flags only).
+
+    With `stop_step` (a run that stopped before its schedule ended, e.g. on a time budget, possibly over several
+    resumed invocations) the per-invocation --time-budget is replaced by `--max-steps stop_step`, which stops a
+    fresh run at the same step of the same schedule."""
     from .config import TrainConfig
     default = TrainConfig()
+    cfg = dict(cfg)
+    if stop_step is not None:
+        cfg.pop('time_budget', None)
+        cfg['max_steps'] = stop_step
     parts = ['macrl train']
     for k, v in cfg.items():
         if not hasattr(default, k) or (getattr(default, k) == v and k != 'model') or k in ('progress', 'resume'):
@@ -59,6 +67,9 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         model_name=name, eval_results=results or None)
     tcfg = ck.get('config', {})
     end = next((r for r in reversed(log) if r.get('event') == 'end'), {})
+    sessions = sum(r.get('event') == 'end' for r in log)
+    scheduled = tcfg.get('epochs')
+    finished = end.get('reason') == 'done'
     steps = [r for r in log if 'img_per_s' in r]
     mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
     a = config['model_args']
@@ -107,6 +118,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:
         lines.append('Not evaluated yet.')
+    if evals and not any('finetune_top1' in ev for ev in evals):
+        lines += ['', 'Fine-tuning (`macrl eval finetune`) was not run for this card.']
     lines += [
         '',
         '## Training',
@@ -114,17 +127,21 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'- Objective `{tcfg.get("objective")}`: mask ratio {tcfg.get("mask_ratio")}, reconstruction '
         f'{tcfg.get("rec_loss")} on {tcfg.get("rec_on")} tokens, alpha {tcfg.get("alpha")}, temperature '
         f'{tcfg.get("temperature")}, memory bank {tcfg.get("bank_size")}, momentum {tcfg.get("momentum")} -> 1.',
-        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} epochs at batch '
-        f'{tcfg.get("batch_size")}, {ck.get("precision")} precision, '
+        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {scheduled} scheduled epochs at '
+        f'batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
         f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
-        f'{end.get("reason", "?")}.',
+        f'{end.get("reason", "?")}' + ('' if finished or not end else
+                                       ' (the learning-rate schedule had not finished)') + '.',
+        f'- Run in {sessions} invocation{"s" if sessions > 1 else ""} of `macrl train`'
+        + (f', each after the first resumed with `macrl train --out {tcfg.get("out")} --resume auto`.'
+           if sessions > 1 else '.'),
         f'- Hardware: {ck.get("hardware") or hardware()} (torch {ck.get("torch")}).',
         '- Training curve: `training_curve.png` (loss keys relative to their first value).',
         '',
         'Command:',
         '',
         '```bash',
-        train_command(tcfg),
+        train_command(tcfg, None if finished or not end else end.get('step')),
         '```',
         '',
         '## Citation',

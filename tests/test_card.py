@@ -1,0 +1,48 @@
+"""The model card's training section tells a reader exactly how far a run got and how to rerun it."""
+import dataclasses
+import json
+
+import timm
+
+import macrl_hub  # noqa: F401
+from macrl_hub.card import write_model_card
+from macrl_hub.config import TrainConfig
+from macrl_hub.export import plain_timm_config
+
+NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
+
+
+def _card(tmp_path, log, step):
+    cfg = dataclasses.asdict(TrainConfig(model='macrl_vit_tiny_p4_cifar', epochs=16, time_budget='75m',
+                                         out='runs/x', alpha=1.0))
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    config = plain_timm_config(model, 'macrl_vit_tiny_p4_cifar', {'depth': 1}, 'cifar10')
+    ck = {'config': cfg, 'step': step, 'train_time': 600.0, 'precision': 'fp32', 'hardware': 'a CPU', 'torch': 'x'}
+    ev = {'eval': 'knn+linear', 'knn_top1_k20': 40.0, 'knn_top1_k200': 41.0, 'linear_top1': 50.0,
+          'n_train': 50000, 'n_test': 10000, 'command': 'macrl eval knn+linear ...', 'wall_time_s': 1.0}
+    return write_model_card(tmp_path, NAME, config, ck, [ev], log).read_text()
+
+
+def test_card_of_a_resumed_run_stopped_by_its_time_budget(tmp_path):
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
+           {'event': 'end', 'reason': 'time_budget', 'step': 1039, 'epochs': 2.66},
+           {'step': 1040, 'epoch': 2.67, 'lr': 1e-4, 'img_per_s': 44.0, 'loss': 1.5},
+           {'event': 'end', 'reason': 'time_budget', 'step': 3000, 'epochs': 7.69}]
+    card = _card(tmp_path, log, 3000)
+    assert '3000 steps = 7.69 of 16 scheduled epochs' in card
+    assert 'mean 42.0 img/s' in card and 'the learning-rate schedule had not finished' in card
+    assert 'Run in 2 invocations' in card and 'macrl train --out runs/x --resume auto' in card
+    cmd = card.split('```bash')[1].split('```')[0]
+    assert '--max-steps 3000' in cmd and '--time-budget' not in cmd and '--epochs 16' in cmd
+    assert 'Fine-tuning (`macrl eval finetune`) was not run' in card
+
+
+def test_card_of_a_finished_run(tmp_path):
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
+           {'event': 'end', 'reason': 'done', 'step': 6240, 'epochs': 16.0}]
+    card = _card(tmp_path, log, 6240)
+    assert '6240 steps = 16.00 of 16 scheduled epochs' in card and 'had not finished' not in card
+    assert 'Run in 1 invocation of' in card
+    cmd = card.split('```bash')[1].split('```')[0]
+    assert '--max-steps' not in cmd and '--time-budget 75m' in cmd
+    assert json.dumps(NAME)[1:-1] in card
