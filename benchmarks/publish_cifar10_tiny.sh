@@ -17,3 +17,8 @@ macrl eval knn+linear --model $NAME --data "$DATA" --save-head "$RUN/head.safete
 macrl export "$CK" --name $NAME --eval-json "$RUN/eval.json" --overwrite
 macrl export "$CK" --name ${NAME}_lin --head "$RUN/head.safetensors" --eval-json "$RUN/eval.json" --overwrite
 python benchmarks/register_weights.py $NAME ${NAME}_lin
+# 4) the classifier tag measured as it ships (encoder + folded head, through its published name), on its card
+macrl eval classify --model ${NAME}_lin --data "$DATA" --json-out "$RUN/classify.json"
+macrl export "$CK" --name ${NAME}_lin --head "$RUN/head.safetensors" --eval-json "$RUN/eval.json" "$RUN/classify.json" \
+    --overwrite
+python benchmarks/register_weights.py ${NAME}_lin  # unchanged weights: the same sha256

@@ -10,7 +10,8 @@ __all__ = ['write_model_card', 'train_command', 'hardware']
 _DATASETS = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'tinyimagenet': 'zh-plus/tiny-imagenet',
              'imagenette': 'frgfm/imagenette', 'imagewoof': 'frgfm/imagewoof'}
 _METRICS = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
-            'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1'}
+            'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1',
+            'classify_top1': 'top-1 of this classifier as shipped'}
 CITATION = '''@article{yao2022macrl,
   title={Masked Contrastive Representation Learning},
   author={Yao, Yuchong and Desai, Nandakishor and Palaniswami, Marimuthu},

@@ -1,9 +1,10 @@
-"""Evaluation: `macrl eval knn|linear|finetune` (also `python -m macrl_hub.evaluate`).
+"""Evaluation: `macrl eval knn|linear|knn+linear|finetune|classify` (also `python -m macrl_hub.evaluate`).
 
     macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
     macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
     macrl eval knn+linear --model runs/tiny/checkpoint.pth --data ...        # both, features extracted once
     macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100
+    macrl eval classify --model macrl_vit_tiny_p4_cifar.cifar10_lin --data ...  # a classifier tag as it is
     macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
 
 --model is a timm name (with a tag: published weights), a training checkpoint (`.pth` from
@@ -28,8 +29,10 @@ from .features import data_config, extract_features
 from .knn import knn_accuracy
 from .probe import fold_head, train_linear_probe
 from .runtime import keep_freed_memory
+from .transforms import eval_batch
 
-__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_knn_linear', 'eval_finetune', 'main']
+__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_knn_linear', 'eval_finetune', 'eval_classify',
+           'main']
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
@@ -159,7 +162,7 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     layer-wise lr decay, label smoothing, warmup + cosine. lr is the absolute peak lr (paper: 1.5e-3)."""
     from timm.optim import create_optimizer_v2
     from .train import autocast, lr_at, resolve_precision
-    from .transforms import eval_batch, finetune_transform
+    from .transforms import finetune_transform
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(precision, device)
     size, mean, std = data_config(model)
@@ -197,23 +200,51 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
         epoch_loss.append(run_loss / steps_per_epoch)
         print(f'finetune epoch {epoch + 1}/{epochs}: loss {epoch_loss[-1]:.4f} '
               f'({steps_per_epoch * batch_size / (time.time() - t_ep):.0f} img/s)', file=sys.stderr, flush=True)
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(test), 512):
-            x = eval_batch(test.images[i:i + 512].to(device), size, mean, std)
-            with autocast(device, precision):
-                correct += int((model(x).argmax(1).cpu() == test.labels[i:i + 512]).sum())
-    return {'finetune_top1': 100.0 * correct / len(test), 'n_train': len(train), 'n_test': len(test),
+    return {'finetune_top1': _top1(model, test, device, precision), 'n_train': len(train), 'n_test': len(test),
             'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
             'train_loss_per_epoch': [round(v, 4) for v in epoch_loss]}
+
+
+@torch.no_grad()
+def _top1(model: nn.Module, test, device, precision: str, batch_size: int = 512) -> float:
+    """Top-1 (%) of the model's own classifier head on `test` (eval transform)."""
+    from .train import autocast
+    size, mean, std = data_config(model)
+    model.eval()
+    correct = 0
+    for i in range(0, len(test), batch_size):
+        x = eval_batch(test.images[i:i + batch_size].to(device), size, mean, std)
+        with autocast(device, precision):
+            correct += int((model(x).argmax(1).cpu() == test.labels[i:i + batch_size]).sum())
+    return 100.0 * correct / len(test)
+
+
+def eval_classify(model: nn.Module, data: str, n_test: int = 0, precision: str = 'auto', device=None,
+                  seed: int = 0) -> Dict[str, Any]:
+    """Top-1 of a classifier as it is (e.g. a `*_lin` tag: encoder + linear-probe head) on the test split.
+    Its head must have one output per class of `data`, in the dataset's class order (checked against the
+    label_names in its pretrained_cfg when it has them)."""
+    from .train import resolve_precision
+    if not getattr(model, 'num_classes', 0):
+        raise ValueError('this model has no classifier head (num_classes=0): use `macrl eval knn` or `linear`, '
+                         'or a classifier tag such as macrl_vit_tiny_p4_cifar.cifar10_lin')
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    test = load_dataset(data, 'test', size=data_config(model)[0]).subset(n_test, seed=seed)
+    names = (getattr(model, 'pretrained_cfg', None) or {}).get('label_names')
+    if model.num_classes != len(test.classes) or (names and list(names) != list(test.classes)):
+        raise ValueError(f'the model classifies into {model.num_classes} classes {list(names or [])} but the test '
+                         f'split of {data} has {len(test.classes)} classes {test.classes}')
+    return {'classify_top1': _top1(model, test, device, precision), 'n_test': len(test),
+            'label_names': test.classes}
 
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(prog='macrl eval', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('protocol', choices=['knn', 'linear', 'knn+linear', 'finetune'],
-                        help='knn+linear: both from one feature extraction')
+    parser.add_argument('protocol', choices=['knn', 'linear', 'knn+linear', 'finetune', 'classify'],
+                        help='knn+linear: both from one feature extraction; classify: top-1 of a classifier tag '
+                             'as it is (e.g. *_lin)')
     parser.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
     parser.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
     parser.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
@@ -253,6 +284,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                      lr=args.lr if args.lr is not None else 0.1, optimizer=args.optimizer, save_head=args.save_head)
         res = (eval_linear(model, data, **probe, **common) if args.protocol == 'linear' else
                eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, **probe, **common))
+    elif args.protocol == 'classify':
+        res = eval_classify(model, data, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
     else:
         res = eval_finetune(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 128,
                             lr=args.lr if args.lr is not None else 1.5e-3, layer_decay=args.layer_decay,

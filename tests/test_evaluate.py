@@ -69,3 +69,21 @@ def test_finetune_layer_decay_scales_early_layers_down(trained_ckpt):
     first, last, head = (scale[id(enc.blocks[0].attn.qkv.weight)], scale[id(enc.blocks[-1].attn.qkv.weight)],
                          scale[id(enc.head.weight)])
     assert first < last < head == 1.0, (first, last, head)
+
+
+def test_classify_a_lin_folder_gives_the_probe_accuracy(trained_ckpt, small_folder, tmp_path):
+    """`macrl eval classify` on an exported *_lin folder (encoder + folded probe head) reproduces the linear probe's
+    test top-1, so a classifier tag's card number can be checked as the model ships."""
+    from macrl_hub.evaluate import eval_classify
+    from macrl_hub.export import export
+    probe = eval_main(['linear', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '5',
+                       '--save-head', str(tmp_path / 'head.safetensors')])
+    arch = torch.load(trained_ckpt, weights_only=True)['arch']
+    folder = export(str(trained_ckpt), f'{arch}.tiny_lin', str(tmp_path / 'cards'), head=str(tmp_path / 'head.safetensors'))
+    rec = eval_main(['classify', '--model', str(folder), '--data', str(small_folder)])
+    assert rec['n_test'] == 64 and rec['label_names'] == probe['label_names']
+    assert abs(rec['classify_top1'] - probe['linear_top1']) <= 100 / 64 + 1e-6  # at most one image (fp rounding)
+    with pytest.raises(ValueError, match='no classifier head'):
+        eval_classify(load_encoder(str(trained_ckpt)), str(small_folder))
+    with pytest.raises(ValueError, match='classifies into 3 classes'):
+        eval_classify(load_encoder(str(trained_ckpt), num_classes=3), str(small_folder))
