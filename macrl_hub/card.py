@@ -113,8 +113,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         for ev in evals:
             for key, label in _METRICS.items():
                 if key in ev:
-                    lines.append(f'| {label} | {ev[key]:.2f}% | {ev.get("n_train")} train / {ev.get("n_test")} test '
-                                 f'images | `{ev.get("command", "")}` |')
+                    used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
+                    lines.append(f'| {label} | {ev[key]:.2f}% | {used} images | `{ev.get("command", "")}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

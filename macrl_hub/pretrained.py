@@ -22,8 +22,8 @@ WEIGHTS_FILE = 'model.safetensors'
 
 #: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
 PUBLISHED: Dict[str, Optional[str]] = {
-    'macrl_vit_tiny_p4_cifar.cifar10': 'd43ad1aeee1efdb4832ee9017c728e78854492c99eed6fc6080f2bed69914529',
-    'macrl_vit_tiny_p4_cifar.cifar10_lin': '86cab6c56d21b32902dd0d78a2090d80efbd41f5411feb2266ec4a11831b1dee',
+    'macrl_vit_tiny_p4_cifar.cifar10': 'ffbf7eace8276c6cf455c3b3086c41b0fe4e062d5d035d1d3ec35a86a4fea4d5',
+    'macrl_vit_tiny_p4_cifar.cifar10_lin': '458cd359b783ee95ad05742c928fb477582a07753f63b9602e3aa8a8f706dbb7',
     'macrl_vit_tiny_p4_cifar.cifar100': None,
     'macrl_vit_small_p4_cifar.cifar10': None,
     'macrl_vit_small_p4_cifar.cifar100': None,
