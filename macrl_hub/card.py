@@ -69,8 +69,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     tcfg = ck.get('config', {})
     end = next((r for r in reversed(log) if r.get('event') == 'end'), {})
     sessions = sum(r.get('event') == 'end' for r in log)
-    scheduled = tcfg.get('epochs')
-    finished = end.get('reason') == 'done'
+    stopped_early = bool(end) and end.get('reason') != 'done'  # before the end of its lr schedule
     steps = [r for r in log if 'img_per_s' in r]
     mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
     a = config['model_args']
@@ -128,11 +127,10 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'- Objective `{tcfg.get("objective")}`: mask ratio {tcfg.get("mask_ratio")}, reconstruction '
         f'{tcfg.get("rec_loss")} on {tcfg.get("rec_on")} tokens, alpha {tcfg.get("alpha")}, temperature '
         f'{tcfg.get("temperature")}, memory bank {tcfg.get("bank_size")}, momentum {tcfg.get("momentum")} -> 1.',
-        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {scheduled} scheduled epochs at '
-        f'batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
+        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {tcfg.get("epochs")} scheduled '
+        f'epochs at batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
         f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
-        f'{end.get("reason", "?")}' + ('' if finished or not end else
-                                       ' (the learning-rate schedule had not finished)') + '.',
+        f'{end.get("reason", "?")}' + (' (the learning-rate schedule had not finished)' if stopped_early else '') + '.',
         f'- Run in {sessions} invocation{"s" if sessions > 1 else ""} of `macrl train`'
         + (f', each after the first resumed with `macrl train --out {tcfg.get("out")} --resume auto`.'
            if sessions > 1 else '.'),
@@ -142,7 +140,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         'Command:',
         '',
         '```bash',
-        train_command(tcfg, None if finished or not end else end.get('step')),
+        train_command(tcfg, end['step'] if stopped_early else None),
         '```',
         '',
         '## Citation',

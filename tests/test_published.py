@@ -4,10 +4,10 @@ import timm
 import torch
 
 import macrl_hub  # noqa: F401
+from macrl_hub.evaluate import _top1
 from macrl_hub.features import extract_features
 from macrl_hub.knn import knn_accuracy
 from macrl_hub.pretrained import PUBLISHED, list_published, local_weights_path, sha256_file
-from macrl_hub.transforms import eval_batch
 from macrl_hub.weights import load_safetensors
 
 # Measured on this slice (`python tests/test_published.py` prints the values) minus a 3-point margin.
@@ -30,11 +30,7 @@ def cifar_train(cifar_archive):
 def _slice_metric(model, train, test):
     bank, queries = train.subset(5000, seed=11), test.subset(1000, seed=12)
     if model.num_classes:
-        from macrl_hub.features import data_config
-        size, mean, std = data_config(model)
-        with torch.no_grad():
-            pred = model.eval()(eval_batch(queries.images, size, mean, std)).argmax(1)
-        return 100.0 * float((pred == queries.labels).float().mean())
+        return _top1(model, queries, torch.device('cpu'), 'fp32')
     fb = extract_features(model, bank.images, progress=False)
     fq = extract_features(model, queries.images, progress=False)
     return knn_accuracy(fb, bank.labels, fq, queries.labels, 10, ks=(20,))[20]
