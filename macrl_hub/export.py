@@ -105,7 +105,8 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                          folder / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
     log = Path(checkpoint).parent / 'log.jsonl'
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    from .train import read_log
+    records = read_log(log) if log.is_file() else []
     if records:
         from .plot import plot_training_curve
         plot_training_curve(records, folder / 'training_curve.png', title=name)

@@ -10,7 +10,7 @@ Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
 
 Writes <out>/checkpoint.pth (atomic, `torch.load(weights_only=True)`), <out>/log.jsonl (every loss key,
-lr, momentum, img/s), <out>/config.json. Every option of the MACRL wrapper is a flag: `macrl train -h`.
+lr, momentum, img/s; `read_log` reads it back), <out>/config.json. Every option of the MACRL wrapper is a flag: `macrl train -h`.
 """
 import argparse
 import contextlib
@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -113,6 +113,41 @@ def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generat
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def read_log(path: os.PathLike) -> List[Dict[str, Any]]:
+    """The rows of a `macrl train` log.jsonl that describe the run its checkpoint holds.
+
+    An invocation killed between two checkpoints leaves rows past its last checkpoint, and the invocation that
+    resumes from that checkpoint trains and logs those steps again. Training rows (those with `img_per_s`) rise in
+    step within one invocation, so a training row whose step does not exceed the previous one starts a resumed
+    invocation: the earlier rows at or past its step are dropped. A line cut short by a kill is skipped.
+    """
+    rows: List[Dict[str, Any]] = []
+    last = -1
+    for line in Path(path).read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(r, dict):
+            continue
+        if 'img_per_s' in r:
+            if r['step'] <= last:
+                rows = [x for x in rows if x.get('step', -1) < r['step']]
+            last = r['step']
+        rows.append(r)
+    return rows
+
+
+def _rewind_log(path: Path, step: int) -> None:
+    """Before a resumed invocation appends: keep only the rows up to the checkpoint's `step` (atomic rewrite)."""
+    if not path.is_file():
+        return
+    rows = [r for r in read_log(path) if r.get('step', -1) <= step]
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    os.replace(tmp, path)
 
 
 def _check_out_dir(out: Path, need_bytes: int) -> None:
@@ -229,6 +264,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
+    if master and step:
+        _rewind_log(out / 'log.jsonl', step)  # rows a killed invocation wrote after its last checkpoint
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
     knn_sets = _knn_sets(cfg, data, model.img_size[0]) if cfg.knn_every and master else None

@@ -8,7 +8,9 @@ from PIL import Image
 
 from macrl_hub.config import TrainConfig, parse_duration
 from macrl_hub.macrl import MACRL
-from macrl_hub.train import TrainingDiverged, lr_at, resolve_precision, train
+import shutil
+
+from macrl_hub.train import TrainingDiverged, lr_at, read_log, resolve_precision, train
 
 TINY = '{"depth": 2, "embed_dim": 32, "num_heads": 2}'
 
@@ -63,6 +65,30 @@ def test_resume_is_exact(small_folder, tmp_path):
     la = [json.loads(l) for l in (tmp_path / 'a' / 'log.jsonl').read_text().splitlines() if '"lr"' in l]
     lb = [json.loads(l) for l in (tmp_path / 'b' / 'log.jsonl').read_text().splitlines() if '"lr"' in l]
     assert [r['loss'] for r in la] == [r['loss'] for r in lb]
+
+
+def test_resume_after_a_kill_between_checkpoints_rewinds_the_log(small_folder, tmp_path):
+    """An invocation that logged steps 6-7 and died before checkpointing them: the resumed invocation trains them
+    again, and the log keeps one row per step, the resumed one (as an uninterrupted run would have written)."""
+    train(_cfg(small_folder, tmp_path / 'a', max_steps=8))
+    b = tmp_path / 'b'
+    train(_cfg(small_folder, b, max_steps=5))
+    shutil.copy(b / 'checkpoint.pth', tmp_path / 'step5.pth')
+    train(_cfg(small_folder, b, max_steps=2, resume='auto'))  # "killed" after logging 6, 7 ...
+    shutil.copy(tmp_path / 'step5.pth', b / 'checkpoint.pth')  # ... before checkpointing them
+    stale = (b / 'log.jsonl').read_text()
+    (b / 'log.jsonl').write_text(stale[:-20])  # and cut its last line short
+    assert read_log(b / 'log.jsonl')[-1]['step'] == 7
+    train(_cfg(small_folder, b, max_steps=3, resume='auto'))
+    la = [r for r in read_log(tmp_path / 'a' / 'log.jsonl') if 'lr' in r]
+    lb = [json.loads(l) for l in (b / 'log.jsonl').read_text().splitlines()]  # the file itself, not a reader's view
+    assert [r['step'] for r in lb if 'lr' in r] == list(range(1, 9))
+    assert [r['loss'] for r in lb if 'lr' in r] == [r['loss'] for r in la]
+    assert [r['step'] for r in lb if r.get('event') == 'end'] == [5, 8]
+    # a log written before the trainer rewound it on resume reads the same through read_log
+    (tmp_path / 'legacy.jsonl').write_text(stale + ''.join(l + '\n' for l in (b / 'log.jsonl').read_text()
+                                                             .splitlines() if json.loads(l).get('step', 0) > 5))
+    assert [r['loss'] for r in read_log(tmp_path / 'legacy.jsonl') if 'lr' in r] == [r['loss'] for r in la]
 
 
 def test_time_budget_stops_cleanly(small_folder, tmp_path):
