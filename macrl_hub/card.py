@@ -20,17 +20,19 @@ CITATION = '''@article{yao2022macrl,
 }'''
 
 
-def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None) -> str:
+def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed: bool = False) -> str:
     """The `macrl train` command line that reproduces a run's config (non-default flags only).
 
     With `stop_step` (a run that stopped before its schedule ended, e.g. on a time budget, possibly over several
     resumed invocations) the per-invocation --time-budget is replaced by `--max-steps stop_step`, which stops a
-    fresh run at the same step of the same schedule."""
+    fresh run at the same step of the same schedule. A run that finished its schedule over several invocations
+    (`resumed`) drops its last invocation's --time-budget: one fresh run of the whole schedule reproduces it."""
     from .config import TrainConfig
     default = TrainConfig()
     cfg = dict(cfg)
-    if stop_step is not None:
+    if stop_step is not None or resumed:
         cfg.pop('time_budget', None)
+    if stop_step is not None:
         cfg['max_steps'] = stop_step
     parts = ['macrl train']
     for k, v in cfg.items():
@@ -72,6 +74,12 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     stopped_early = bool(end) and end.get('reason') != 'done'  # before the end of its lr schedule
     steps = [r for r in log if 'img_per_s' in r]
     mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
+    knn_keys = sorted({k for r in log for k in r if k.startswith('knn_top1_k')}, key=lambda k: int(k[10:]))
+    knn_line = [] if not knn_keys else [
+        f'- Online kNN top-1 while training ({knn_keys[-1][10:]} neighbours, {tcfg.get("knn_train")} train-split '
+        f'images as the bank, {tcfg.get("knn_test")} held-out images (the test split when the data has one); a monitor of the online '
+        'encoder, not the results above): ' + ', '.join(f'epoch {r["epoch"]:.3g}: {r[knn_keys[-1]]:.1f}%'
+                                               for r in log if knn_keys[-1] in r) + '.']
     a = config['model_args']
     lines = [
         f'# {name}',
@@ -135,12 +143,14 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         + (f', each after the first resumed with `macrl train --out {tcfg.get("out")} --resume auto`.'
            if sessions > 1 else '.'),
         f'- Hardware: {ck.get("hardware") or hardware()} (torch {ck.get("torch")}).',
-        '- Training curve: `training_curve.png` (loss keys relative to their first value).',
+        '- Training curve: `training_curve.png` (losses relative to their first value'
+        + ('; online kNN top-1 per epoch below them).' if knn_line else ').'),
+    ] + knn_line + [
         '',
         'Command:',
         '',
         '```bash',
-        train_command(tcfg, end['step'] if stopped_early else None),
+        train_command(tcfg, end['step'] if stopped_early else None, resumed=sessions > 1),
         '```',
         '',
         '## Citation',

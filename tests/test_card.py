@@ -46,3 +46,17 @@ def test_card_of_a_finished_run(tmp_path):
     cmd = card.split('```bash')[1].split('```')[0]
     assert '--max-steps' not in cmd and '--time-budget 75m' in cmd
     assert json.dumps(NAME)[1:-1] in card
+
+
+def test_card_of_a_run_finished_over_several_invocations(tmp_path):
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
+           {'step': 390, 'epoch': 1.0, 'knn_top1_k20': 31.5, 'knn_top1_k200': 32.2},
+           {'event': 'end', 'reason': 'time_budget', 'step': 400, 'epochs': 1.03},
+           {'step': 780, 'epoch': 2.0, 'knn_top1_k20': 33.9, 'knn_top1_k200': 34.7},
+           {'event': 'end', 'reason': 'done', 'step': 6240, 'epochs': 16.0}]
+    card = _card(tmp_path, log, 6240)
+    assert 'Run in 2 invocations' in card and 'had not finished' not in card
+    cmd = card.split('```bash')[1].split('```')[0]
+    assert '--time-budget' not in cmd and '--max-steps' not in cmd  # the whole schedule, in one fresh run
+    assert 'Online kNN top-1 while training (200 neighbours, 5000 train-split images as the bank, 2000 held-out' in card
+    assert 'epoch 1: 32.2%, epoch 2: 34.7%.' in card
