@@ -10,7 +10,7 @@ Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
                        timm.create_model('local-dir:model_cards/<arch>.<tag>', pretrained=True)
   README.md            model card: Hub metadata + model-index from the eval JSONs, usage, recipe, results
   pretrain.safetensors (--full) the whole MACRL state: decoder, projectors, momentum encoder, bank
-  training_curve.png   loss curves from the run's log.jsonl, when found beside the checkpoint
+  training_curve.png   losses and online kNN from the run's log.jsonl (`read_log`), when found beside the checkpoint
 """
 import argparse
 import json
