@@ -22,8 +22,8 @@ WEIGHTS_FILE = 'model.safetensors'
 
 #: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
 PUBLISHED: Dict[str, Optional[str]] = {
-    'macrl_vit_tiny_p4_cifar.cifar10': 'ffbf7eace8276c6cf455c3b3086c41b0fe4e062d5d035d1d3ec35a86a4fea4d5',
-    'macrl_vit_tiny_p4_cifar.cifar10_lin': '458cd359b783ee95ad05742c928fb477582a07753f63b9602e3aa8a8f706dbb7',
+    'macrl_vit_tiny_p4_cifar.cifar10': '198e71c64adbaebcc2e1b22e98049c4b414fcb700e4216d05addfd94d6a22eb6',
+    'macrl_vit_tiny_p4_cifar.cifar10_lin': '02d95def29f197361808edd65714db621c348be3a4e42e4b2078b4e0af90cf63',
     'macrl_vit_tiny_p4_cifar.cifar100': None,
     'macrl_vit_small_p4_cifar.cifar10': None,
     'macrl_vit_small_p4_cifar.cifar100': None,
