@@ -74,12 +74,13 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     stopped_early = bool(end) and end.get('reason') != 'done'  # before the end of its lr schedule
     steps = [r for r in log if 'img_per_s' in r]
     mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
-    knn_keys = sorted({k for r in log for k in r if k.startswith('knn_top1_k')}, key=lambda k: int(k[10:]))
-    knn_line = [] if not knn_keys else [
-        f'- Online kNN top-1 while training ({knn_keys[-1][10:]} neighbours, {tcfg.get("knn_train")} train-split '
-        f'images as the bank, {tcfg.get("knn_test")} held-out images (the test split when the data has one); a monitor of the online '
-        'encoder, not the results above): ' + ', '.join(f'epoch {r["epoch"]:.3g}: {r[knn_keys[-1]]:.1f}%'
-                                               for r in log if knn_keys[-1] in r) + '.']
+    from .plot import training_series
+    knn = training_series(log)[1]  # {'k=20': [(epoch, top-1), ...], 'k=200': ...}, k ascending
+    knn_k, knn_pts = list(knn.items())[-1] if knn else ('', [])
+    knn_line = [] if not knn else [
+        f'- Online kNN top-1 while training ({knn_k[2:]} neighbours, {tcfg.get("knn_train")} train-split images as '
+        f'the bank, {tcfg.get("knn_test")} held-out images (the test split when the data has one); a monitor of the '
+        'online encoder, not the results above): ' + ', '.join(f'epoch {e:.3g}: {v:.1f}%' for e, v in knn_pts) + '.']
     a = config['model_args']
     lines = [
         f'# {name}',

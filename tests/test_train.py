@@ -1,6 +1,7 @@
 import hashlib
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -8,8 +9,6 @@ from PIL import Image
 
 from macrl_hub.config import TrainConfig, parse_duration
 from macrl_hub.macrl import MACRL
-import shutil
-
 from macrl_hub.train import TrainingDiverged, lr_at, read_log, resolve_precision, train
 
 TINY = '{"depth": 2, "embed_dim": 32, "num_heads": 2}'
