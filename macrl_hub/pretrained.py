@@ -22,8 +22,8 @@ WEIGHTS_FILE = 'model.safetensors'
 
 #: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
 PUBLISHED: Dict[str, Optional[str]] = {
-    'macrl_vit_tiny_p4_cifar.cifar10': '198e71c64adbaebcc2e1b22e98049c4b414fcb700e4216d05addfd94d6a22eb6',
-    'macrl_vit_tiny_p4_cifar.cifar10_lin': '02d95def29f197361808edd65714db621c348be3a4e42e4b2078b4e0af90cf63',
+    'macrl_vit_tiny_p4_cifar.cifar10': '01123d13c4809322cc62d36f4ce27d7c071449e278c0b0b225c363679892978d',
+    'macrl_vit_tiny_p4_cifar.cifar10_lin': 'eb8472fd84f1e52b74b5f08f98f7465b7b4741490566c3674f19a81c525c2c60',
     'macrl_vit_tiny_p4_cifar.cifar100': None,
     'macrl_vit_small_p4_cifar.cifar10': None,
     'macrl_vit_small_p4_cifar.cifar100': None,
