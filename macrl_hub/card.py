@@ -20,6 +20,13 @@ CITATION = '''@article{yao2022macrl,
 }'''
 
 
+def _label(key: str, ev: Dict[str, Any]) -> str:
+    """The metric's name on the card; a fine-tune says how long it ran (a short CPU fine-tune is not the paper's)."""
+    if key == 'finetune_top1' and ev.get('finetune_epochs'):
+        return f'{_METRICS[key]} ({ev["finetune_epochs"]} epochs)'
+    return _METRICS[key]
+
+
 def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed: bool = False) -> str:
     """The `macrl train` command line that reproduces a run's config (non-default flags only).
 
@@ -58,11 +65,12 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     dataset = _DATASETS.get(dataset_key, dataset_key)
     results = []
     for ev in evals:
-        for key, label in _METRICS.items():
+        for key in _METRICS:
             if key in ev:
                 results.append(EvalResult(
                     task_type='image-classification', dataset_type=dataset, dataset_name=dataset_key.upper(),
-                    dataset_split='test', metric_type='accuracy', metric_name=label, metric_value=round(ev[key], 2)))
+                    dataset_split='test', metric_type='accuracy', metric_name=_label(key, ev),
+                    metric_value=round(ev[key], 2)))
     data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'), datasets=[dataset],
         tags=['image-classification', 'timm', 'self-supervised', 'macrl', 'vision-transformer'],
@@ -119,10 +127,10 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     if evals:
         lines += ['| metric | value | data | command |', '|---|---|---|---|']
         for ev in evals:
-            for key, label in _METRICS.items():
+            for key in _METRICS:
                 if key in ev:
                     used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
-                    lines.append(f'| {label} | {ev[key]:.2f}% | {used} images | `{ev.get("command", "")}` |')
+                    lines.append(f'| {_label(key, ev)} | {ev[key]:.2f}% | {used} images | `{ev.get("command", "")}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

@@ -12,7 +12,7 @@ from macrl_hub.export import plain_timm_config
 NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
 
 
-def _card(tmp_path, log, step):
+def _card(tmp_path, log, step, extra_evals=()):
     cfg = dataclasses.asdict(TrainConfig(model='macrl_vit_tiny_p4_cifar', epochs=16, time_budget='75m',
                                          out='runs/x', alpha=1.0))
     model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
@@ -20,7 +20,7 @@ def _card(tmp_path, log, step):
     ck = {'config': cfg, 'step': step, 'train_time': 600.0, 'precision': 'fp32', 'hardware': 'a CPU', 'torch': 'x'}
     ev = {'eval': 'knn+linear', 'knn_top1_k20': 40.0, 'knn_top1_k200': 41.0, 'linear_top1': 50.0,
           'n_train': 50000, 'n_test': 10000, 'command': 'macrl eval knn+linear ...', 'wall_time_s': 1.0}
-    return write_model_card(tmp_path, NAME, config, ck, [ev], log).read_text()
+    return write_model_card(tmp_path, NAME, config, ck, [ev, *extra_evals], log).read_text()
 
 
 def test_card_of_a_resumed_run_stopped_by_its_time_budget(tmp_path):
@@ -60,3 +60,14 @@ def test_card_of_a_run_finished_over_several_invocations(tmp_path):
     assert '--time-budget' not in cmd and '--max-steps' not in cmd  # the whole schedule, in one fresh run
     assert 'Online kNN top-1 while training (200 neighbours, 5000 train-split images as the bank, 2000 held-out' in card
     assert 'epoch 1: 32.2%, epoch 2: 34.7%.' in card
+
+
+def test_card_with_a_fine_tune_says_how_many_epochs(tmp_path):
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
+           {'event': 'end', 'reason': 'done', 'step': 6240, 'epochs': 16.0}]
+    ft = {'eval': 'finetune', 'finetune_top1': 71.234, 'finetune_epochs': 4, 'n_train': 50000, 'n_test': 10000,
+          'command': 'macrl eval finetune --epochs 4 ...', 'wall_time_s': 2.0}
+    card = _card(tmp_path, log, 6240, [ft])
+    assert '| fine-tune top-1 (4 epochs) | 71.23% | 50000 train / 10000 test images | `macrl eval finetune --epochs 4' in card
+    assert 'name: fine-tune top-1 (4 epochs)' in card.split('---')[1]  # the Hub's model-index metadata too
+    assert 'was not run' not in card
