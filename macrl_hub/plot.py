@@ -47,9 +47,14 @@ def _panel(d: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], series: Serie
     left, top, right, bottom = box
     L, T, R, B = left + 60, top + 28, right - _LEGEND_W, bottom - 40
     pts = [p for s in series.values() for p in s]
-    xt = nice_ticks(*(xlim or (min(p[0] for p in pts), max(p[0] for p in pts))))
+    x0, x1 = xlim or (min(p[0] for p in pts), max(p[0] for p in pts))
+    xt = nice_ticks(x0, x1)
+    if x1 > x0:  # the x axis spans the data (16 epochs end at 16, not at the next round tick); y gets round ends
+        xt = [v for v in xt if x0 - 1e-9 <= v <= x1 + 1e-9]
+    else:
+        x0, x1 = xt[0], xt[-1]
     yt = nice_ticks(min(p[1] for p in pts), max(p[1] for p in pts))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+    y0, y1 = yt[0], yt[-1]
 
     def xy(x: float, y: float) -> Tuple[float, float]:
         return L + (x - x0) / (x1 - x0) * (R - L), B - (y - y0) / (y1 - y0) * (B - T)

@@ -68,3 +68,12 @@ def test_line_plot_refuses_empty_series(tmp_path):
         line_plot({'a': []}, tmp_path / 'e.png')
     line_plot({'a': [(0, 1), (1, 2)], 'b': [(0.5, 1.5)]}, tmp_path / 'ok.png', title='t', xlabel='epoch')
     assert Image.open(tmp_path / 'ok.png').size == (700, 400)
+
+
+def test_x_axis_ends_at_the_last_point_not_at_the_next_round_tick(tmp_path):
+    # 16 epochs: the line must reach the right edge of the axes (an axis to the next tick, 20, would stop it at 80%)
+    from macrl_hub.plot import _LEGEND_W
+    img = Image.open(line_plot({'a': [(0.0, 0.0), (16.0, 1.0)]}, tmp_path / 'p.png', size=(700, 400))).convert('RGB')
+    right = 700 - _LEGEND_W
+    xs = [x for x in range(right + 6) for y in range(400) if img.getpixel((x, y)) == _COLORS[0]]
+    assert right - 4 <= max(xs) <= right + 4 and min(xs) <= 60 + 4
