@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How macrl_vit_tiny_p4_cifar.cifar10 and .cifar10_lin are produced from a `macrl train` run, end to end.
 #   bash benchmarks/publish_cifar10_tiny.sh runs/tiny_c10 ../shared/data/cifar10-jpeg.tar.xz
-#   FT_EPOCHS=4 bash benchmarks/publish_cifar10_tiny.sh ...   # also fine-tune for 4 epochs (~16 min/epoch, 2 CPUs)
+#   FT_EPOCHS=5 bash benchmarks/publish_cifar10_tiny.sh ...   # also fine-tune for 5 epochs (~16 min/epoch, 2 CPUs)
 # A fine-tune result in $RUN/finetune.json newer than the checkpoint (i.e. of these weights) goes on the cards too.
 # The pretraining command itself is on the model card (and in runs/.../config.json).
 set -euo pipefail
@@ -19,7 +19,7 @@ macrl eval knn+linear --model $NAME --data "$DATA" --save-head "$RUN/head.safete
 #    and, optionally, full fine-tuning of the published encoder (the paper's recipe, FT_EPOCHS epochs)
 if [ "$FT_EPOCHS" -gt 0 ]; then
   macrl eval finetune --model $NAME --data "$DATA" --epochs "$FT_EPOCHS" --warmup-epochs 1 \
-      --json-out "$RUN/finetune.json"
+      --out "$RUN/finetune" --resume --json-out "$RUN/finetune.json"  # --resume: continues a killed one
 fi
 EVALS=("$RUN/eval.json")
 if [ -f "$RUN/finetune.json" ] && [ "$RUN/finetune.json" -nt "$CK" ]; then EVALS+=("$RUN/finetune.json"); fi

@@ -3,7 +3,8 @@
     macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
     macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
     macrl eval knn+linear --model runs/tiny/checkpoint.pth --data ...        # both, features extracted once
-    macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100
+    macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100 \
+        --out runs/ft   # finetune.pth after every epoch (--resume continues it) + the fine-tuned classifier
     macrl eval classify --model macrl_vit_tiny_p4_cifar.cifar10_lin --data ...  # a classifier tag as it is
     macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
 
@@ -31,8 +32,8 @@ from .probe import fold_head, train_linear_probe
 from .runtime import keep_freed_memory
 from .transforms import eval_batch
 
-__all__ = ['load_encoder', 'eval_knn', 'eval_linear', 'eval_knn_linear', 'eval_finetune', 'eval_classify',
-           'main']
+__all__ = ['load_encoder', 'model_source', 'save_model_folder', 'eval_knn', 'eval_linear', 'eval_knn_linear',
+           'eval_finetune', 'eval_classify', 'main']
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
@@ -65,6 +66,40 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
         if 'Unknown model' in str(e):
             raise ValueError(f'unknown model {spec!r}; MACRL models: {timm.list_models("macrl_*")}') from None
         raise
+
+
+def model_source(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """(architecture, model_args) behind a `load_encoder` spec, to write a config.json that rebuilds the model."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        cfg = json.loads((path / 'config.json').read_text())
+        return cfg.get('macrl_architecture', cfg['architecture']), dict(cfg.get('model_args') or {})
+    if path.is_file():
+        ck = torch.load(path, map_location='cpu', weights_only=True)
+        return ck['arch'], dict(ck.get('model_args') or {})
+    if spec.startswith('hf-hub:'):
+        from timm.models._hub import load_model_config_from_hf
+        _, arch, model_args = load_model_config_from_hf(spec[len('hf-hub:'):])
+        return arch, dict(model_args or {})
+    return spec.split('.', 1)[0], {}
+
+
+def save_model_folder(model: nn.Module, spec: str, folder: str, tag: str,
+                      label_names: Optional[list] = None) -> Path:
+    """`model` (e.g. fine-tuned from `spec`) as a timm model folder: model.safetensors + config.json, loadable with
+    `timm.create_model('local-dir:<folder>', pretrained=True)` or `macrl eval classify --model <folder>`."""
+    from .export import plain_timm_config
+    from .weights import save_safetensors
+    arch, model_args = model_source(spec)
+    if label_names:
+        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=list(label_names))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
+                     folder / 'model.safetensors', metadata={'format': 'pt'})
+    config = plain_timm_config(model, arch, model_args, tag)
+    (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+    return folder
 
 
 def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):
@@ -157,30 +192,46 @@ class _TensorImages(torch.utils.data.Dataset):
 def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 128, lr: float = 1.5e-3,
                   weight_decay: float = 0.05, layer_decay: float = 0.75, smoothing: float = 0.1,
                   warmup_epochs: int = 5, n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
-                  seed: int = 0, workers: int = 0) -> Dict[str, Any]:
+                  seed: int = 0, workers: int = 0, out: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Full fine-tuning: the paper's aug (RandomResizedCrop, AutoAugment, CutOut), AdamW with timm's
-    layer-wise lr decay, label smoothing, warmup + cosine. lr is the absolute peak lr (paper: 1.5e-3)."""
+    layer-wise lr decay, label smoothing, warmup + cosine. lr is the absolute peak lr (paper: 1.5e-3).
+    `model` is fine-tuned in place (its head replaced by one for the data's classes).
+
+    With `out`, the whole state (model, optimizer, step, RNGs) is written atomically to `out/finetune.pth` after
+    every epoch; `resume=True` continues from it (same settings required) and ends exactly where an uninterrupted
+    run would. An existing checkpoint is never overwritten without `resume`."""
     from timm.optim import create_optimizer_v2
     from .train import autocast, lr_at, resolve_precision
     from .transforms import finetune_transform
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(precision, device)
+    settings = dict(init_sha256=_weights_sha256(model), data=str(data), epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, layer_decay=layer_decay, smoothing=smoothing,
+                    warmup_epochs=warmup_epochs, n_train=n_train, n_test=n_test, seed=seed)
+    ck_path = Path(out) / 'finetune.pth' if out else None
+    if ck_path and ck_path.exists() and not resume:
+        raise FileExistsError(f'{ck_path} holds a fine-tuning run: pass --resume to continue it, or choose another '
+                              '--out (it is never overwritten)')
     size, mean, std = data_config(model)
     train, test = _load_splits(data, size, n_train, n_test, seed)
-    torch.manual_seed(seed)
+    _seed_everything(seed)  # the augmentations draw from python's and numpy's RNGs too
     model.reset_classifier(len(train.classes))
     model.to(device)
     opt = create_optimizer_v2(model, 'adamw', lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+    gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         _TensorImages(train.images, train.labels, finetune_transform(size, mean, std)), batch_size=batch_size,
-        shuffle=True, drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(seed))
+        shuffle=True, drop_last=True, num_workers=workers, generator=gen)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f'--batch-size {batch_size} is larger than the train split ({len(train)} images)')
     total = epochs * steps_per_epoch
     warm = min(warmup_epochs * steps_per_epoch, total // 2)  # short runs: warm up for half at most
-    step, epoch_loss = 0, []
-    for epoch in range(epochs):
+    step, epoch_loss, start = 0, [], 0
+    if ck_path and ck_path.exists():
+        start, step, epoch_loss = _restore_finetune(ck_path, settings, model, opt, gen)
+        print(f'finetune: resuming {ck_path} at epoch {start}/{epochs}', file=sys.stderr, flush=True)
+    for epoch in range(start, epochs):
         model.train()
         t_ep, run_loss = time.time(), 0.0
         for x, y in loader:
@@ -200,9 +251,70 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
         epoch_loss.append(run_loss / steps_per_epoch)
         print(f'finetune epoch {epoch + 1}/{epochs}: loss {epoch_loss[-1]:.4f} '
               f'({steps_per_epoch * batch_size / (time.time() - t_ep):.0f} img/s)', file=sys.stderr, flush=True)
+        if ck_path:
+            _save_finetune(ck_path, settings, epoch + 1, step, epoch_loss, model, opt, gen)
     return {'finetune_top1': _top1(model, test, device, precision), 'n_train': len(train), 'n_test': len(test),
             'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
-            'train_loss_per_epoch': [round(v, 4) for v in epoch_loss]}
+            'train_loss_per_epoch': [round(v, 4) for v in epoch_loss], 'label_names': train.classes}
+
+
+def _weights_sha256(model: nn.Module) -> str:
+    """Fingerprint of the weights a fine-tune starts from (the head excluded: it is replaced)."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if not k.startswith('head.'):
+            h.update(k.encode() + v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save_finetune(path: Path, settings: Dict[str, Any], epoch: int, step: int, epoch_loss: list, model: nn.Module,
+                   opt, gen: torch.Generator) -> None:
+    """Everything a resumed fine-tune needs to continue bit for bit, written atomically (fsync + rename)."""
+    import random
+    import numpy as np
+    from .weights import atomic_torch_save
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    atomic_torch_save({
+        'settings': settings, 'epoch': epoch, 'step': step, 'epoch_loss': list(epoch_loss),
+        'model': model.state_dict(), 'optimizer': opt.state_dict(),
+        'rng': {'torch': torch.get_rng_state(), 'loader': gen.get_state(), 'python': random.getstate(),
+                'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)},
+    }, path)
+
+
+def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, opt,
+                      gen: torch.Generator) -> Tuple[int, int, list]:
+    """Load `_save_finetune`'s state into model/opt/RNGs; refuses a checkpoint of other settings."""
+    import random
+    import numpy as np
+    ck = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(ck, dict) or 'settings' not in ck or 'model' not in ck:
+        raise ValueError(f'{path} is not a `macrl eval finetune` checkpoint')
+    if ck['settings'].get('init_sha256') != settings['init_sha256']:
+        raise ValueError(f'{path} is a fine-tune of other weights than this --model (init_sha256 differs): choose '
+                         'another --out for this model')
+    diff = {k: (ck['settings'].get(k), v) for k, v in settings.items() if ck['settings'].get(k) != v}
+    if diff:
+        raise ValueError(f'{path} was fine-tuned with other settings; to resume it, pass the same ones: '
+                         + ', '.join(f'{k} (checkpoint {a!r}, now {b!r})' for k, (a, b) in diff.items()))
+    model.load_state_dict(ck['model'])
+    opt.load_state_dict(ck['optimizer'])
+    rng = ck['rng']
+    torch.set_rng_state(rng['torch'])
+    gen.set_state(rng['loader'])
+    random.setstate(rng['python'])
+    name, keys, pos, has_gauss, gauss = rng['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    return ck['epoch'], ck['step'], list(ck['epoch_loss'])
 
 
 @torch.no_grad()
@@ -258,6 +370,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='linear probe optimizer')
     parser.add_argument('--layer-decay', type=float, default=0.75, help='finetune: timm layer-wise lr decay')
     parser.add_argument('--warmup-epochs', type=int, default=5, help='finetune')
+    parser.add_argument('--out', default=None,
+                        help='finetune: folder for finetune.pth (after every epoch) and, at the end, the fine-tuned '
+                             'classifier (model.safetensors + config.json, loadable as --model or timm local-dir:)')
+    parser.add_argument('--resume', action='store_true', help='finetune: continue <--out>/finetune.pth')
     parser.add_argument('--save-head', default=None, help='linear: write the folded head as safetensors here')
     parser.add_argument('--precision', default='auto')
     parser.add_argument('--device', default=None)
@@ -265,6 +381,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json-out', default=None)
     args = parser.parse_args(argv)
+    if (args.out or args.resume) and args.protocol != 'finetune':
+        parser.error('--out and --resume are for finetune')
+    if args.resume and not args.out:
+        parser.error('--resume needs --out (the folder holding finetune.pth)')
     keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -289,7 +409,9 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     else:
         res = eval_finetune(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 128,
                             lr=args.lr if args.lr is not None else 1.5e-3, layer_decay=args.layer_decay,
-                            warmup_epochs=args.warmup_epochs, **common)
+                            warmup_epochs=args.warmup_epochs, out=args.out, resume=args.resume, **common)
+        if args.out:
+            save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])
     record = {'eval': args.protocol, 'model': args.model, 'random_init': args.random_init, 'data': data, **res,
               'seed': args.seed, 'wall_time_s': round(time.time() - t0, 1),
               'command': 'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv)}

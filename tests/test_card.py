@@ -68,6 +68,7 @@ def test_card_with_a_fine_tune_says_how_many_epochs(tmp_path):
     ft = {'eval': 'finetune', 'finetune_top1': 71.234, 'finetune_epochs': 4, 'n_train': 50000, 'n_test': 10000,
           'command': 'macrl eval finetune --epochs 4 ...', 'wall_time_s': 2.0}
     card = _card(tmp_path, log, 6240, [ft])
-    assert '| fine-tune top-1 (4 epochs) | 71.23% | 50000 train / 10000 test images | `macrl eval finetune --epochs 4' in card
+    row = '| fine-tune top-1 (4 epochs) | 71.23% | 50000 train / 10000 test images | `macrl eval finetune --epochs 4'
+    assert row in card
     assert 'name: fine-tune top-1 (4 epochs)' in card.split('---')[1]  # the Hub's model-index metadata too
     assert 'was not run' not in card

@@ -60,6 +60,46 @@ def test_finetune_cli_learns_and_uses_layer_decay(trained_ckpt, small_folder, ca
     assert 0 <= rec['finetune_top1'] <= 100 and rec['n_test'] == 64 and rec['layer_decay'] == 0.75
 
 
+def test_finetune_resumes_bit_for_bit_and_saves_a_loadable_classifier(trained_ckpt, small_folder, tmp_path,
+                                                                     monkeypatch):
+    """`--out` keeps finetune.pth after every epoch: a run killed in its third epoch, resumed with --resume, ends
+    with the uninterrupted run's weights and numbers; the fine-tuned classifier folder classifies as reported."""
+    from macrl_hub import weights
+    from macrl_hub.weights import load_safetensors
+    args = ['finetune', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '3',
+            '--batch-size', '32', '--lr', '3e-3', '--warmup-epochs', '1']
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    full = eval_main(args + ['--out', str(a)])
+    saves, real_save = [], weights.atomic_torch_save
+
+    def killed_in_third_epoch(obj, path):
+        saves.append(path)
+        if len(saves) == 3:
+            raise KeyboardInterrupt('killed')
+        real_save(obj, path)
+    monkeypatch.setattr(weights, 'atomic_torch_save', killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        eval_main(args + ['--out', str(b)])
+    monkeypatch.undo()
+    assert torch.load(b / 'finetune.pth', weights_only=True)['epoch'] == 2 and not (b / 'model.safetensors').exists()
+    with pytest.raises(FileExistsError, match='--resume'):  # never overwritten by a fresh run
+        eval_main(args + ['--out', str(b)])
+    with pytest.raises(ValueError, match=r'lr \(checkpoint 0.003, now 0.001\)'):
+        eval_main(args[:-4] + ['--lr', '1e-3', '--warmup-epochs', '1', '--out', str(b), '--resume'])
+    with pytest.raises(ValueError, match='other weights'):  # a fine-tune of another encoder is not continued
+        eval_main(['finetune', '--model', 'macrl_vit_tiny_p4_cifar', '--random-init'] + args[3:] + ['--out', str(b),
+                                                                                                  '--resume'])
+    resumed = eval_main(args + ['--out', str(b), '--resume'])
+    assert resumed['train_loss_per_epoch'] == full['train_loss_per_epoch']
+    assert resumed['finetune_top1'] == full['finetune_top1']
+    sa, sb = load_safetensors(a / 'model.safetensors'), load_safetensors(b / 'model.safetensors')
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    shipped = eval_main(['classify', '--model', str(b), '--data', str(small_folder)])
+    assert shipped['classify_top1'] == full['finetune_top1'] and shipped['label_names'] == full['label_names']
+    with pytest.raises(SystemExit):
+        eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--out', str(b)])
+
+
 def test_finetune_layer_decay_scales_early_layers_down(trained_ckpt):
     from timm.optim import create_optimizer_v2
     enc = load_encoder(str(trained_ckpt))

@@ -203,3 +203,20 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=r"missing \['model.safetensors', 'README.md'\]"):
         push(str(tmp_path / 'half'), 'me/x')
     assert calls == []
+
+
+def test_model_source_of_every_spec_rebuilds_the_architecture(exported, tmp_path):
+    """`macrl eval finetune --out` writes a config.json from model_source(--model): for a name, a checkpoint, a model
+    folder and an hf-hub: id it must name an architecture + args that rebuild the same network."""
+    from macrl_hub.evaluate import model_source
+    folder, model = exported
+    code = ('import json\nfrom macrl_hub.evaluate import model_source\n'
+            f'print(json.dumps(model_source("hf-hub:test-org/{NAME}")))\n')
+    with HubServer({f'test-org/{NAME}': folder}) as hub:
+        out = _run(code, {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1'})
+    specs = [tuple(json.loads(out.strip().splitlines()[-1])), model_source(str(folder)), model_source(NAME),
+             model_source(str(folder.parent.parent / 'checkpoint.pth'))]
+    want = {k: v.shape for k, v in model.encoder.state_dict().items()}
+    for arch, args in specs:
+        got = timm.create_model(arch, num_classes=0, **{k: v for k, v in args.items() if k != 'num_classes'})
+        assert {k: v.shape for k, v in got.state_dict().items()} == want, arch
