@@ -17,7 +17,7 @@ import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.cli import main as cli
 from macrl_hub.data import DataError, load_dataset
-from macrl_hub.evaluate import load_encoder
+from macrl_hub.evaluate import load_encoder, main as eval_main
 from macrl_hub.export import export
 from macrl_hub.train import train
 from macrl_hub.weights import WeightsFileError, load_safetensors
@@ -111,6 +111,14 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['export over an existing model folder'] = Case(
         lambda: export(str(ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(cards)), FileExistsError, r'--overwrite',
         _files(mine))
+    ft = ckpt.parent / 'ft'  # a 1-epoch fine-tune's folder (checkpoint + classifier), made by `setting`
+    tune = ['finetune', '--model', str(ckpt), '--data', str(folder), '--epochs', '1', '--batch-size', '32',
+            '--out', str(ft)]
+    cases['fine-tune into a folder holding its checkpoint'] = Case(lambda: eval_main(tune), FileExistsError,
+                                                                   r'--resume', _files(ft))
+    cases['fine-tune --resume with another --lr'] = Case(
+        lambda: eval_main(tune + ['--resume', '--lr', '1e-2']), ValueError, r'lr \(checkpoint 0.0015, now 0.01\)',
+        _files(ft))
     return cases
 
 
@@ -130,13 +138,16 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'wrong-size tensor to a fixed-size model', 'one-channel tensor to an RGB model', 'unknown model',
          'unknown tag', 'unknown objective', 'checkpoint from another architecture',
          'pickle offered as published weights', 'contradictory flags (--objective mae --bank-size)',
-         'new run into a folder holding a checkpoint', 'export over an existing model folder']
+         'new run into a folder holding a checkpoint', 'export over an existing model folder',
+         'fine-tune into a folder holding its checkpoint', 'fine-tune --resume with another --lr']
 
 
 @pytest.fixture(scope='module')
 def setting(small_folder, tmp_path_factory) -> Tuple[Path, Path]:
     run = tmp_path_factory.mktemp('run')
     train(_cfg(small_folder, run, max_steps=1))
+    eval_main(['finetune', '--model', str(run / 'checkpoint.pth'), '--data', str(small_folder), '--epochs', '1',
+               '--batch-size', '32', '--out', str(run / 'ft')])
     return run / 'checkpoint.pth', small_folder
 
 
