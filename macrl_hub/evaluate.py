@@ -287,7 +287,8 @@ def _save_finetune(path: Path, settings: Dict[str, Any], epoch: int, step: int, 
         'settings': settings, 'epoch': epoch, 'step': step, 'epoch_loss': list(epoch_loss),
         'model': model.state_dict(), 'optimizer': opt.state_dict(),
         'rng': {'torch': torch.get_rng_state(), 'loader': gen.get_state(), 'python': random.getstate(),
-                'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)},
+                'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+                'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }, path)
 
 
@@ -314,6 +315,8 @@ def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, op
     random.setstate(rng['python'])
     name, keys, pos, has_gauss, gauss = rng['numpy']
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if rng.get('cuda') and torch.cuda.is_available() and len(rng['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng['cuda'])
     return ck['epoch'], ck['step'], list(ck['epoch_loss'])
 
 
