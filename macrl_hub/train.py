@@ -147,7 +147,10 @@ def _rewind_log(path: Path, step: int) -> None:
         return
     rows = [r for r in read_log(path) if r.get('step', -1) <= step]
     tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    with open(tmp, 'w') as f:  # fsync before the rename, as for checkpoints: a power cut keeps one whole log
+        f.write(''.join(json.dumps(r) + '\n' for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
