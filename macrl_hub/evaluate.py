@@ -88,18 +88,12 @@ def save_model_folder(model: nn.Module, spec: str, folder: str, tag: str,
                       label_names: Optional[list] = None) -> Path:
     """`model` (e.g. fine-tuned from `spec`) as a timm model folder: model.safetensors + config.json, loadable with
     `timm.create_model('local-dir:<folder>', pretrained=True)` or `macrl eval classify --model <folder>`."""
-    from .export import plain_timm_config
-    from .weights import save_safetensors
+    from .export import write_model_files
     arch, model_args = model_source(spec)
     if label_names:
         model.pretrained_cfg = dict(model.pretrained_cfg, label_names=list(label_names))
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()},
-                     folder / 'model.safetensors', metadata={'format': 'pt'})
-    config = plain_timm_config(model, arch, model_args, tag)
-    (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
-    return folder
+    write_model_files(model, Path(folder), arch, model_args, tag)
+    return Path(folder)
 
 
 def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):

@@ -22,7 +22,7 @@ import torch
 from .models import MACRL_ARCHS, architecture_args, checkpoint_filter_fn
 from .weights import load_safetensors, save_safetensors
 
-__all__ = ['export', 'plain_timm_config', 'main']
+__all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
 
 # a stock timm architecture of the same family; every argument is overridden by model_args anyway
 _STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224', 512: 'vit_medium_patch16_gap_256'}
@@ -47,6 +47,17 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
         'pretrained_cfg': json.loads(json.dumps(cfg, default=list)),
         'macrl_architecture': arch,
     }
+
+
+def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
+                      dtype: torch.dtype = torch.float32) -> Dict[str, Any]:
+    """`model` as model.safetensors (timm key names, `dtype`) + config.json (plain timm) in `folder`; the config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
+                     metadata={'format': 'pt'})
+    config = plain_timm_config(model, arch, model_args, tag)
+    (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+    return config
 
 
 def _load_checkpoint(path: Path):
@@ -94,12 +105,7 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                          f'unexpected keys {unexpected[:8]}')
     if label_names:
         model.pretrained_cfg['label_names'] = label_names
-    folder.mkdir(parents=True, exist_ok=True)
-    dtype = torch.float16 if fp16 else torch.float32
-    save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
-                     metadata={'format': 'pt'})
-    config = plain_timm_config(model, arch, model_args, tag)
-    (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+    config = write_model_files(model, folder, arch, model_args, tag, torch.float16 if fp16 else torch.float32)
     if full:
         save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
                          folder / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})

@@ -37,7 +37,7 @@ from .macrl import MACRL
 from .momentum import cosine_momentum
 from .runtime import keep_freed_memory
 from .transforms import PairAugment
-from .weights import atomic_torch_save
+from .weights import atomic_open, atomic_torch_save
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
            'resumed_config', 'RUN_CONTROL']
@@ -146,12 +146,8 @@ def _rewind_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     rows = [r for r in read_log(path) if r.get('step', -1) <= step]
-    tmp = path.with_name(f'.{path.name}.tmp')
-    with open(tmp, 'w') as f:  # fsync before the rename, as for checkpoints: a power cut keeps one whole log
+    with atomic_open(path, 'w') as f:  # fsync + rename, as for checkpoints: a power cut keeps one whole log
         f.write(''.join(json.dumps(r) + '\n' for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _check_out_dir(out: Path, need_bytes: int) -> None:

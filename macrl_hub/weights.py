@@ -1,12 +1,14 @@
 """Reading and writing weight files safely: safetensors only, clear errors, atomic writes."""
+import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import IO, Any, Dict, Iterator
 
 import torch
 
-__all__ = ['load_safetensors', 'save_safetensors', 'atomic_torch_save', 'WeightsFileError']
+__all__ = ['load_safetensors', 'save_safetensors', 'atomic_open', 'atomic_torch_save', 'WeightsFileError']
 
 
 class WeightsFileError(ValueError):
@@ -48,17 +50,28 @@ def save_safetensors(state_dict: Dict[str, torch.Tensor], path: os.PathLike, met
             os.remove(tmp)
 
 
-def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
-    """`torch.save` to a temp file in the same folder, fsync, then `os.replace` (atomic on POSIX)."""
+@contextlib.contextmanager
+def atomic_open(path: os.PathLike, mode: str = 'wb') -> Iterator[IO]:
+    """A temp file beside `path` to write; on a clean exit it is fsynced and `os.replace`d onto `path` (atomic on
+    POSIX: readers and a power cut see the old file or the new one, never part of one), keeping the permissions
+    of the file it replaces; on an error it is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
+    """`torch.save` through `atomic_open`: a crash mid-write leaves the previous file intact."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
