@@ -26,6 +26,12 @@ class TrainConfig:
     epochs: int = 100
     max_steps: int = field(default=0, metadata={'help': 'stop after this many optimizer steps (0: no limit)'})
     time_budget: str = field(default='', metadata={'help': 'stop cleanly after this long, e.g. 90m, 2h, 3600s'})
+    total_steps: int = field(default=0, metadata={
+        'help': 'length of the lr/momentum schedule in optimizer steps (0: epochs x steps per epoch); '
+                '--fit-budget sets it, and a resumed run keeps it'})
+    fit_budget: bool = field(default=False, metadata={
+        'help': 'with --time-budget: time a few steps after the first (compiling) ones, in this process, and set '
+                '--total-steps to what fits the budget, so the cosine schedule ends when the budget does'})
     batch_size: int = field(default=256, metadata={'help': 'global batch per optimizer step'})
     accum_steps: int = field(default=1, metadata={'help': 'gradient accumulation micro-steps per optimizer step'})
     blr: float = field(default=1.5e-4, metadata={'help': 'base lr; lr = blr * batch_size / 256 (MAE)'})
@@ -73,6 +79,9 @@ class TrainConfig:
     knn_every: int = field(default=0, metadata={'help': 'online kNN monitor every N epochs (0: off)'})
     knn_train: int = 5000
     knn_test: int = 2000
+    final_knn: bool = field(default=False, metadata={
+        'help': 'at the end: kNN (k=20, 200) of the encoder on the whole test split, the training images as the '
+                'bank, as `macrl eval knn` does; written to <out>/knn.json'})
     tensorboard: bool = False
     on_error: str = field(default='skip', metadata={'help': "unreadable image: 'skip' (counted) or 'raise'"})
     progress: bool = True

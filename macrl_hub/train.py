@@ -4,6 +4,7 @@ One process (CPU or one GPU):
     macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \
         --epochs 100 --batch-size 256 --out runs/tiny
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
+    macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
     macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
     torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
@@ -40,9 +41,10 @@ from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
-           'resumed_config', 'RUN_CONTROL']
+           'resumed_config', 'RUN_CONTROL', 'eager']
 
 CKPT_NAME = 'checkpoint.pth'
+FIT_SKIP, FIT_STEPS = 3, 20  # --fit-budget: steps left out (compilation, warm-up), then steps timed
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,6 +72,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast(device: torch.device, precision: str):
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@contextlib.contextmanager
+def eager():
+    """Run torch.compile'd modules eagerly inside: feature extraction for kNN at other batch shapes and without
+    autograd would otherwise compile new graphs (tens of seconds each) for a few forward passes."""
+    set_stance = getattr(getattr(torch, 'compiler', None), 'set_stance', None)  # torch >= 2.6
+    if set_stance is None:
+        yield
+        return
+    with set_stance('force_eager'):
+        yield
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
@@ -202,8 +216,12 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         raise ValueError(f'--bank-size {cfg.bank_size} is smaller than the {keys_per_enqueue} keys enqueued per '
                          f'micro-step (2 views x {micro} x {ws} ranks); use 0 (no bank) or >= {keys_per_enqueue}')
 
+    if cfg.fit_budget and not cfg.total_steps and not math.isfinite(budget):
+        raise ValueError('--fit-budget sizes the schedule to --time-budget; give one, e.g. --time-budget 5m')
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    if device.type == 'cuda':
+        torch.set_float32_matmul_precision('high')  # TF32 for what runs outside autocast (losses, kNN)
     model = build_macrl(cfg).to(device)
     out = Path(cfg.out)
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -223,7 +241,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f'--batch-size {cfg.batch_size} is larger than the dataset ({n} images)')
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
+    fit = cfg.fit_budget and not cfg.total_steps  # a resumed run keeps the length it was fitted to
     warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)  # short runs: half at most
     lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size / 256
     enc_cfg = model.encoder.pretrained_cfg
@@ -231,7 +250,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                       blur_p=cfg.blur_p, solarize_p=cfg.solarize_p)
 
     params = _param_groups(model, cfg.weight_decay)
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, cfg.beta2))
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, cfg.beta2), fused=device.type == 'cuda')
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     step, seen_time = 0, 0.0
     ckpt_path = out / CKPT_NAME
@@ -252,6 +271,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     fwd_model = ddp_model
     if cfg.compile:
+        import torch._dynamo as dynamo
+        dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly, with a warning
         for m in (model.encoder.blocks, model.decoder, getattr(model.momentum_encoder, 'blocks', None)):
             if m is not None:
                 m.compile()  # in place: state-dict keys stay unprefixed
@@ -268,9 +289,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         _rewind_log(out / 'log.jsonl', step)  # rows a killed invocation wrote after its last checkpoint
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
-    knn_sets = _knn_sets(cfg, data, model.img_size[0]) if cfg.knn_every and master else None
+    test_data = _test_split(cfg, model.img_size[0]) if master and (cfg.knn_every or cfg.final_knn) else None
+    knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master else None
 
-    max_steps = min(total_steps, step + cfg.max_steps) if cfg.max_steps else total_steps
+    step_limit = step + cfg.max_steps if cfg.max_steps else float('inf')
+    max_steps = int(min(total_steps, step_limit))
+    first_step = step
+    t_fit = first_step_s = None
     last_ckpt = time.time()
     pbar = None
     if master and cfg.progress:
@@ -319,6 +344,34 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         step += 1
         imgs_seg += cfg.batch_size
         last = sums
+        if first_step_s is None:
+            _sync(device)
+            first_step_s = time.time() - t_start
+            if master:
+                print(f'  first step done {first_step_s:.1f} s after start (data, model' +
+                      (', compilation)' if cfg.compile else ')'), flush=True)
+        if fit and step == first_step + FIT_SKIP:
+            _sync(device)
+            t_fit = time.time()
+        elif fit and step == first_step + FIT_SKIP + FIT_STEPS:
+            _sync(device)
+            rate = FIT_STEPS / (time.time() - t_fit)  # optimizer steps per second
+            left = budget - (time.time() - t_start)
+            # 3% kept for checkpoints and kNN monitor passes; never past --epochs
+            fitted = min(step + max(1, int(0.97 * rate * left)), cfg.epochs * steps_per_epoch)
+            total_steps, fit = fitted, False
+            warmup_steps = min(warmup_steps, total_steps // 2)
+            max_steps = int(min(total_steps, step_limit))
+            cfg = dataclasses.replace(cfg, total_steps=total_steps)  # saved with the run: resume keeps it
+            if master:
+                (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+                rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,
+                           epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # no img_per_s: not a training row
+                log_f.write(json.dumps(rec) + '\n')
+                log_f.flush()
+                print(f'  --fit-budget: {rate * cfg.batch_size:.0f} img/s -> schedule of {total_steps} steps '
+                      f'({total_steps / steps_per_epoch:.1f} epochs, warmup {warmup_steps}) for the '
+                      f'{left:.0f} s left', flush=True)
         elapsed = time.time() - t_start
         if master and (step % cfg.log_every == 0 or step == max_steps):
             dt = time.time() - t_seg
@@ -336,7 +389,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             pbar.update(1)
         epoch_end = step % steps_per_epoch == 0
         if knn_sets and epoch_end and (step // steps_per_epoch) % cfg.knn_every == 0:
-            acc = _online_knn(model, knn_sets, device, precision)
+            with eager():
+                acc = _online_knn(model, knn_sets, device, precision)
             rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
                        **{f'knn_top1_k{k}': v for k, v in acc.items()})
             log_f.write(json.dumps(rec) + '\n')
@@ -364,14 +418,42 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if master:
         _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision)
         summary = dict(event='end', reason=stop_reason, step=step, epochs=step / steps_per_epoch,
-                       train_time=train_time, checkpoint=str(ckpt_path), **last)
+                       train_time=train_time, checkpoint=str(ckpt_path), first_step_s=first_step_s, **last)
         log_f.write(json.dumps(summary) + '\n')
         log_f.close()
         print(f'macrl train: {stop_reason} at step {step} ({step / steps_per_epoch:.2f} epochs, '
               f'{train_time / 60:.1f} min); checkpoint {ckpt_path}')
+    result = dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
+    if master and cfg.final_knn:
+        result['knn'] = _final_knn(cfg, model, data, test_data, out, device, precision)
     if is_dist():
         dist.barrier()
-    return dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
+    return result
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path, device: torch.device,
+               precision: str) -> Optional[Dict[str, Any]]:
+    """`macrl eval knn` of the encoder as trained (the split loaded once, the model still on its device)."""
+    if test_data is None:
+        print('macrl train: --final-knn needs a test split in --data; skipped')
+        return None
+    from .evaluate import eval_knn
+    t0 = time.time()
+    with eager():
+        res = eval_knn(model.encoder, cfg.data or default_data(), splits=(train_data, test_data), precision=precision, device=device)
+    record = {'eval': 'knn', 'model': str(out / CKPT_NAME), 'random_init': False, 'data': cfg.data, **res,
+              'seed': 0, 'wall_time_s': round(time.time() - t0, 1), 'command': 'macrl train --final-knn'}
+    with atomic_open(out / 'knn.json', 'w') as f:
+        f.write(json.dumps(record) + '\n')
+    print(f'macrl train: final kNN on {res["n_test"]} test images, bank of {res["n_train"]}: ' +
+          ', '.join(f'k={k[len("knn_top1_k"):]} {v:.2f}%' for k, v in res.items() if k.startswith('knn_top1_k')) +
+          f' ({time.time() - t0:.1f} s) -> {out / "knn.json"}', flush=True)
+    return record
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -392,7 +474,7 @@ def _global_mean(v: torch.Tensor) -> float:
 
 
 #: settings a resumed run may change (where and how long it runs, not what it learns)
-RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'ckpt_every_min', 'ckpt_every_epochs',
+RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget', 'final_knn', 'ckpt_every_min', 'ckpt_every_epochs',
                'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress', 'threads', 'device',
                'precision', 'compile', 'keep_freed_memory', 'on_error')
 #: never taken from the checkpoint on resume
@@ -460,14 +542,20 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / 'tb'))
 
 
-def _knn_sets(cfg: TrainConfig, train_data, size: int):
+def _test_split(cfg: TrainConfig, size: int):
+    """The dataset's test split, or None where it has none."""
+    try:
+        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip')
+    except ValueError:
+        return None
+
+
+def _knn_sets(cfg: TrainConfig, train_data, test_data):
     """A small fixed bank from the training split and a held-out slice (test split if present)."""
     bank = train_data.subset(cfg.knn_train, seed=1)
-    try:
-        held = load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip').subset(cfg.knn_test, seed=1)
-    except ValueError:
-        held = None
-    if held is None:  # no test split: hold out a slice of train (it is not excluded from pretraining)
+    if test_data is not None:
+        held = test_data.subset(cfg.knn_test, seed=1)
+    else:  # no test split: hold out a slice of train (it is not excluded from pretraining)
         held = train_data.subset(cfg.knn_test, seed=2)
     return bank, held
 

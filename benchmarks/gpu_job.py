@@ -1,0 +1,350 @@
+"""The one-call GPU job: pretrain macrl_vit_small_p4_cifar, then macrl_vit_tiny_p4_cifar, on a lent GPU inside one
+device call (<= 10 min), evaluate kNN there, and leave under $OUT everything publishing needs (<= 8 files, 64 MiB).
+
+Here, once (the data and the timm wheel travel as ignored folders):
+    mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.xz .data/ && echo /.data/ >> .git/info/exclude
+    echo /.whl/ >> .git/info/exclude && pip download --no-deps --only-binary=:all: -d .whl timm==1.0.31
+Rehearse on CPU against the device's software (minutes; any session, before a draw):
+    bash benchmarks/gpu_rehearse.sh
+Device tool, one call:
+    run(command="bash benchmarks/gpu_job.sh", carry=[".data", ".whl"], timeout_s=600)
+Back here (joins the pieces, unpacks runs/gpu/<small|tiny>/{checkpoint.pth,log.jsonl,knn.json,...}):
+    python benchmarks/gpu_job.py unpack <files_at> runs/gpu
+    macrl eval knn+linear --model runs/gpu/small/checkpoint.pth --data ../shared/data/cifar10-jpeg.tar.xz
+
+What it does, each phase timed (job.json: versions, phases, bf16 matmul peak, FLOPs per image, img/s, MFU, kNN):
+  1. versions of everything it imports; the GPU's bf16 matmul peak (8192^3); FLOPs of one MACRL step per image.
+  2. each run is a `macrl train --fit-budget --final-knn` child process with its own wall-clock share: the schedule
+     is sized to the budget inside that process (one compilation), kNN k=20/200 on the 10,000 test images at the
+     end. If no training step is logged within COMPILE_TIMEOUT s (a compile that fails or stalls), the child is
+     killed and the run restarts eagerly (--no-compile) with the time left; a child past its share is killed and
+     its last checkpoint (every --ckpt-every-min) is packed.
+  3. after each run: its online branch (encoder, projector, decoder; fp16) as a `macrl train` checkpoint, log.jsonl,
+     config.json, knn.json and stdout, tarred and split into <= 16,000,000-byte pieces under $OUT. The momentum
+     branch and the memory bank do not fit the 64 MiB that comes back (ViT-S/4 alone is 43 MB in fp16).
+Settings (environment): JOB_S total seconds (530), SMALL_SHARE of the training time (0.7), BATCH (512),
+BLR (3.75e-4: lr 7.5e-4 at batch 512), ALPHA (1), MODEL_ARGS (JSON for both models, rehearsal: '{"depth": 1}'), EXTRA (more train flags),
+COMPILE (auto: on with CUDA), COMPILE_TIMEOUT (180), RUNS (small,tiny), DATA (.data/cifar10-jpeg.tar.xz).
+"""
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+T0 = time.time()
+PIECE = 16_000_000  # bytes per file under $OUT (limit 16 MiB)
+OUT_LIMIT = 64 * 2 ** 20  # bytes that come back in all
+MODELS = {'small': 'macrl_vit_small_p4_cifar', 'tiny': 'macrl_vit_tiny_p4_cifar'}
+ONLINE = ('encoder.', 'projector.', 'decoder.')  # what comes back of the MACRL state
+
+phases: List[Dict[str, Any]] = []
+job: Dict[str, Any] = {'phases': phases, 'runs': {}}
+
+
+def now() -> float:
+    return time.time() - T0
+
+
+def phase(name: str, t_begin: float, **info) -> None:
+    rec = dict(phase=name, start_s=round(t_begin, 1), wall_s=round(now() - t_begin, 1), **info)
+    phases.append(rec)
+    print(f'[{now():6.1f}s] {name}: {rec["wall_s"]} s ' + (json.dumps(info) if info else ''), flush=True)
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def versions() -> Dict[str, Any]:
+    import platform
+    import torch
+    v: Dict[str, Any] = {'python': platform.python_version(), 'torch': torch.__version__,
+                         'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}
+    for mod in ('torchvision', 'timm', 'safetensors', 'huggingface_hub', 'numpy', 'PIL', 'triton'):
+        try:
+            m = __import__(mod)
+            v[mod] = getattr(m, '__version__', '?')
+            if mod == 'timm':
+                v['timm_path'] = str(Path(m.__file__).parent)
+        except Exception as e:  # report, never fail the job over a version string
+            v[mod] = f'unavailable ({type(e).__name__})'
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        v['gpu'] = p.name
+        v['gpu_memory_gib'] = round(p.total_memory / 2 ** 30, 1)
+        v['sms'] = p.multi_processor_count
+    v['cpus'] = os.cpu_count()
+    return v
+
+
+def matmul_peak() -> Optional[float]:
+    """bf16 TFLOP/s of an 8192^3 product on the GPU (mean of 10 after 3 warm-ups); None without CUDA."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    n = 8192
+    a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+    b = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.time()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n ** 3 * 10 / (time.time() - t) / 1e12
+
+
+def step_flops(model: str, model_args: str) -> float:
+    """FLOPs of one MACRL training step (both views: masked encoder fwd+bwd, decoder, momentum fwd) per image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.train import build_macrl
+    cfg = TrainConfig(model=model, model_args=model_args, alpha=1.0, bank_size=1024)
+    m = build_macrl(cfg)
+    B = 4
+    x1 = torch.randn(B, 3, *m.img_size)
+    x2 = torch.randn(B, 3, *m.img_size)
+    with FlopCounterMode(display=False) as fc:
+        m(x1, x2)['loss'].backward()
+    return fc.get_total_flops() / B
+
+
+def launch(name: str, run_dir: Path, budget_s: float, compile_: bool, log_path: Path) -> subprocess.Popen:
+    args = [sys.executable, '-m', 'macrl_hub.train', '--model', MODELS[name], '--model-args', env('MODEL_ARGS', ''),
+            '--data', env('DATA', '.data/cifar10-jpeg.tar.xz'), '--batch-size', env('BATCH', '512'),
+            '--epochs', '1000', '--warmup-epochs', env('WARMUP_EPOCHS', '8'), '--blr', env('BLR', '3.75e-4'),
+            '--alpha', env('ALPHA', '1'), '--time-budget', f'{max(1, int(budget_s))}s', '--fit-budget',
+            '--final-knn', '--knn-every', env('KNN_EVERY', '10'), '--ckpt-every-min', '1.5',
+            '--ckpt-every-epochs', '0', '--log-every', '10', '--no-progress', '--out', str(run_dir),
+            '--compile' if compile_ else '--no-compile'] + shlex.split(env('EXTRA', ''))
+    print(f'[{now():6.1f}s] {name}: ' + ' '.join(shlex.quote(a) for a in args[1:]), flush=True)
+    f = open(log_path, 'ab')
+    return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def trained_rows(run_dir: Path) -> int:
+    p = run_dir / 'log.jsonl'
+    return p.read_text().count('"img_per_s"') if p.is_file() else 0
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run(name: str, work: Path, share_s: float, final_s: float) -> Path:
+    """One `macrl train` child within `share_s` wall seconds, eager fallback if compilation stalls or fails."""
+    t_run = now()
+    end = t_run + share_s
+    compile_ = env('COMPILE', 'auto') == 'on' or (env('COMPILE', 'auto') == 'auto' and job['versions']['cuda_available'])
+    timeout = float(env('COMPILE_TIMEOUT', '180'))
+    run_dir = work / name
+    log_path = work / f'{name}.log'
+    proc = launch(name, run_dir, share_s - final_s, compile_, log_path)
+    info: Dict[str, Any] = {'compile': compile_, 'fallback': None}
+    while proc.poll() is None:
+        time.sleep(1)
+        if compile_ and trained_rows(run_dir) == 0 and now() - t_run > timeout:
+            info['fallback'] = f'no training step logged {timeout:.0f} s after launch: compiling stalled; eager'
+        elif now() > end + 15:
+            info['killed'] = f'past its share ({share_s:.0f} s + 15): killed, last checkpoint kept'
+            stop(proc)
+            break
+        else:
+            continue
+        print(f'[{now():6.1f}s] {name}: {info["fallback"]}', flush=True)
+        stop(proc)
+        run_dir = work / f'{name}-eager'
+        proc = launch(name, run_dir, end - now() - final_s, False, log_path)
+        compile_ = False
+    info['returncode'] = proc.poll()
+    if info['returncode'] and trained_rows(run_dir) == 0 and compile_:  # crashed while compiling: eager
+        info['fallback'] = f'exit {info["returncode"]} before a training step with --compile; eager'
+        print(f'[{now():6.1f}s] {name}: {info["fallback"]}', flush=True)
+        run_dir = work / f'{name}-eager'
+        proc = launch(name, run_dir, end - now() - final_s, False, log_path)
+        proc.wait(max(1, end + 15 - now()))
+        stop(proc)
+        info['returncode'] = proc.poll()
+    info.update(summarize(run_dir))
+    job['runs'][name] = info
+    phase(f'run {name}', t_run, **{k: v for k, v in info.items() if k in ('returncode', 'fallback', 'img_per_s',
+                                                                           'knn', 'epochs')})
+    tail = log_path.read_text(errors='replace').splitlines()[-12:] if log_path.is_file() else []
+    print('\n'.join('    ' + line[-300:] for line in tail), flush=True)
+    return run_dir
+
+
+def summarize(run_dir: Path) -> Dict[str, Any]:
+    rows = []
+    if (run_dir / 'log.jsonl').is_file():
+        for line in (run_dir / 'log.jsonl').read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    train = [r for r in rows if 'img_per_s' in r]
+    fit = next((r for r in rows if r.get('event') == 'fit_budget'), None)
+    end = next((r for r in rows if r.get('event') == 'end'), None)
+    steady = [r['img_per_s'] for r in train if fit and r['step'] > fit['step']] or [r['img_per_s'] for r in train[1:]]
+    s: Dict[str, Any] = {'run_dir': run_dir.name, 'logged_rows': len(train)}
+    if steady:
+        s['img_per_s'] = round(sorted(steady)[len(steady) // 2], 1)  # median of the logged intervals
+    if fit:
+        s['fit'] = fit
+    if end:
+        s.update(epochs=round(end['epochs'], 2), steps=end['step'], train_time_s=round(end['train_time'], 1),
+                 first_step_s=end.get('first_step_s'), reason=end['reason'], final_loss=end.get('loss'))
+    online = [{k: v for k, v in r.items() if k.startswith('knn') or k == 'epoch'} for r in rows if 'knn_top1_k200' in r]
+    if online:
+        s['online_knn'] = online
+    if (run_dir / 'knn.json').is_file():
+        k = json.loads((run_dir / 'knn.json').read_text())
+        s['knn'] = {key: k[key] for key in k if key.startswith('knn_top1')}
+    return s
+
+
+def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, lean: bool = False) -> int:
+    """Tar the run's online branch (fp16) and logs, split under $OUT; returns the bytes written."""
+    import torch
+    t = now()
+    stage = work / f'pack-{name}'
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    ck_path = run_dir / 'checkpoint.pth'
+    if ck_path.is_file():
+        ck = torch.load(ck_path, map_location='cpu', weights_only=True)
+        keep = ('encoder.',) if lean else ONLINE
+        ck['model'] = {k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items() if k.startswith(keep)}
+        for k in ('optimizer', 'scaler'):
+            ck.pop(k, None)
+        ck['packed'] = f'online branch only ({", ".join(keep)}), fp16, by benchmarks/gpu_job.py'
+        torch.save(ck, stage / 'checkpoint.pth')
+    for f in ('log.jsonl', 'config.json', 'knn.json'):
+        if (run_dir / f).is_file():
+            shutil.copy(run_dir / f, stage / f)
+    if (work / f'{name}.log').is_file():
+        shutil.copy(work / f'{name}.log', stage / 'train.log')
+    tar_path = work / f'{name}.tar'
+    with tarfile.open(tar_path, 'w') as tar:
+        tar.add(stage, arcname=name)
+    size = tar_path.stat().st_size
+    if size > room:
+        if not lean:
+            print(f'[{now():6.1f}s] pack {name}: {size} bytes > {room} left; encoder only', flush=True)
+            return pack(name, run_dir, work, out, room, lean=True)
+        print(f'[{now():6.1f}s] pack {name}: {size} bytes > {room} left even lean; not packed', flush=True)
+        return 0
+    data = tar_path.read_bytes()
+    n = 0
+    for i in range(0, len(data), PIECE):
+        (out / f'{name}.tar.part-{i // PIECE:02d}').write_bytes(data[i:i + PIECE])
+        n += 1
+    phase(f'pack {name}', t, bytes=size, pieces=n, lean=lean)
+    return size
+
+
+def write_job(out: Path) -> None:
+    job['total_s'] = round(now(), 1)
+    (out / 'job.json').write_text(json.dumps(job, indent=1))
+
+
+def main() -> None:
+    out = Path(os.environ.get('OUT', 'out'))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(env('WORK', f'runs/gpu-job-{time.strftime("%Y%m%d-%H%M%S")}'))  # new each time: never resumes
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = float(env('JOB_S', '530'))
+    names = [n for n in env('RUNS', 'small,tiny').split(',') if n]
+    t = now()
+    job['versions'] = versions()
+    print(json.dumps(job['versions']), flush=True)
+    phase('imports+versions', t)
+    t = now()
+    try:
+        job['bf16_peak_tflops'] = matmul_peak()
+    except Exception as e:
+        job['bf16_peak_tflops'] = f'failed: {type(e).__name__}: {e}'
+    phase('matmul peak', t, tflops=job['bf16_peak_tflops'])
+    t = now()
+    flops = {}
+    for n in names:
+        try:
+            flops[n] = step_flops(MODELS[n], env('MODEL_ARGS', ''))
+        except Exception as e:
+            flops[n] = f'failed: {type(e).__name__}: {e}'
+    job['step_flops_per_image'] = flops
+    phase('flop count', t, gflops_per_image={k: (round(v / 1e9, 2) if isinstance(v, float) else v)
+                                             for k, v in flops.items()})
+    write_job(out)
+    pack_reserve, final_s = 25.0, float(env('FINAL_S', '30'))
+    shares = {'small': float(env('SMALL_SHARE', '0.7'))}
+    room = OUT_LIMIT - 64 * 1024  # job.json
+    for i, n in enumerate(names):
+        left = deadline - now() - pack_reserve * (len(names) - i)
+        share = left * (shares.get(n, 1.0) if i < len(names) - 1 else 1.0)
+        run_dir = None
+        try:
+            run_dir = run(n, work, share, final_s)
+        except Exception as e:
+            job['runs'].setdefault(n, {})['error'] = f'{type(e).__name__}: {e}'
+            print(f'[{now():6.1f}s] {n}: {job["runs"][n]["error"]}', flush=True)
+        try:
+            run_dir = run_dir or next(iter(sorted(work.glob(f'{n}*/'))), None)
+            if run_dir is not None:
+                room -= pack(n, run_dir, work, out, room)
+        except Exception as e:
+            job['runs'].setdefault(n, {})['pack_error'] = f'{type(e).__name__}: {e}'
+        peak = job.get('bf16_peak_tflops')
+        r = job['runs'].get(n, {})
+        if isinstance(peak, float) and isinstance(flops.get(n), float) and r.get('img_per_s'):
+            r['model_tflops'] = round(flops[n] * r['img_per_s'] / 1e12, 1)
+            r['mfu'] = round(flops[n] * r['img_per_s'] / 1e12 / peak, 3)
+        write_job(out)
+    print(json.dumps(job, indent=1), flush=True)
+    print('OUT:', sorted((p.name, p.stat().st_size) for p in out.iterdir()), flush=True)
+
+
+def unpack(files_at: str, dest: str) -> None:
+    src, dst = Path(files_at), Path(dest)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in MODELS:
+        parts = sorted(src.rglob(f'{name}.tar.part-*'))
+        if not parts:
+            continue
+        tar_path = dst / f'{name}.tar'
+        with open(tar_path, 'wb') as f:
+            for p in parts:
+                f.write(p.read_bytes())
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(dst, filter='data')
+        tar_path.unlink()
+        print(f'{dst / name}: {sorted(p.name for p in (dst / name).iterdir())}')
+    for p in src.rglob('job.json'):
+        shutil.copy(p, dst / 'job.json')
+
+
+if __name__ == '__main__':
+    if sys.argv[1:2] == ['unpack']:
+        unpack(*sys.argv[2:4])
+    else:
+        main()
