@@ -41,6 +41,8 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
         cfg.pop('time_budget', None)
     if stop_step is not None:
         cfg['max_steps'] = stop_step
+    if cfg.get('total_steps'):  # the schedule's length is given: nothing left to fit to a time budget
+        cfg.pop('fit_budget', None)
     parts = ['macrl train']
     for k, v in cfg.items():
         if not hasattr(default, k) or (getattr(default, k) == v and k != 'model') or k in ('progress', 'resume'):
@@ -81,6 +83,11 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     sessions = sum(r.get('event') == 'end' for r in log)
     stopped_early = bool(end) and end.get('reason') != 'done'  # before the end of its lr schedule
     steps = [r for r in log if 'img_per_s' in r]
+    scheduled = tcfg.get('epochs')
+    if tcfg.get('total_steps') and end.get('step') and end.get('epochs'):  # --total-steps / --fit-budget
+        scheduled = round(tcfg['total_steps'] * end['epochs'] / end['step'], 2)
+    fitted = (f' (fitted to a {tcfg["time_budget"]} time budget by --fit-budget)'
+              if tcfg.get('fit_budget') and tcfg.get('time_budget') else '')
     mean_rate = sum(r['img_per_s'] for r in steps) / len(steps) if steps else float('nan')
     from .plot import training_series
     knn = training_series(log)[1]  # {'k=20': [(epoch, top-1), ...], 'k=200': ...}, k ascending
@@ -144,8 +151,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'- Objective `{tcfg.get("objective")}`: mask ratio {tcfg.get("mask_ratio")}, reconstruction '
         f'{tcfg.get("rec_loss")} on {tcfg.get("rec_on")} tokens, alpha {tcfg.get("alpha")}, temperature '
         f'{tcfg.get("temperature")}, memory bank {tcfg.get("bank_size")}, momentum {tcfg.get("momentum")} -> 1.',
-        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {tcfg.get("epochs")} scheduled '
-        f'epochs at batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
+        f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {scheduled} scheduled '
+        f'epochs{fitted} at batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
         f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
         f'{end.get("reason", "?")}' + (' (the learning-rate schedule had not finished)' if stopped_early else '') + '.',
         f'- Run in {sessions} invocation{"s" if sessions > 1 else ""} of `macrl train`'

@@ -259,6 +259,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         resume = str(ckpt_path) if ckpt_path.is_file() else ''
     if resume:
         ck = torch.load(resume, map_location='cpu', weights_only=True)
+        fitted = ck.get('config', {}).get('total_steps', 0)
+        if fit and fitted:  # the run was fitted to its first budget: keep that schedule, never refit
+            cfg = dataclasses.replace(cfg, total_steps=fitted)
+            total_steps, fit = fitted, False
+            warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)
         _check_resume_compatible(ck, cfg)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])

@@ -72,3 +72,19 @@ def test_card_with_a_fine_tune_says_how_many_epochs(tmp_path):
     assert row in card
     assert 'name: fine-tune top-1 (4 epochs)' in card.split('---')[1]  # the Hub's model-index metadata too
     assert 'was not run' not in card
+
+
+def test_card_of_a_run_fitted_to_its_time_budget(tmp_path):
+    """--fit-budget: the schedule is --total-steps (fitted), not the --epochs cap; the rerun command fixes its length."""
+    cfg = dataclasses.asdict(TrainConfig(model='macrl_vit_tiny_p4_cifar', epochs=1000, time_budget='298s',
+                                         fit_budget=True, total_steps=6005, batch_size=512, out='runs/x'))
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    config = plain_timm_config(model, 'macrl_vit_tiny_p4_cifar', {'depth': 1}, 'cifar10')
+    ck = {'config': cfg, 'step': 5121, 'train_time': 298.0, 'precision': 'bf16', 'hardware': 'NVIDIA H200'}
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 9000.0, 'loss': 2.0},
+           {'event': 'end', 'reason': 'time_budget', 'step': 5121, 'epochs': 5121 / 97}]
+    card = write_model_card(tmp_path, NAME, config, ck, [], log).read_text()
+    assert '5121 steps = 52.79 of 61.91 scheduled epochs (fitted to a 298s time budget by --fit-budget)' in card
+    cmd = card.split('```bash')[1].split('```')[0]
+    assert '--total-steps 6005' in cmd and '--max-steps 5121' in cmd
+    assert '--fit-budget' not in cmd and '--time-budget' not in cmd

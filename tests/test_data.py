@@ -86,3 +86,21 @@ def test_missing_split_empty_and_bad_paths(tmp_path):
     (tmp_path / 'empty' / 'train' / 'cat').mkdir(parents=True)
     with pytest.raises(DataError, match='no images'):
         load_dataset(str(tmp_path / 'empty'), 'train')
+
+
+def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():
+    """CIFAR's 50,000 JPEGs are decoded in chunks over threads: same images, same order, a bad file only None."""
+    import io
+    from macrl_hub.data import _decode_jpeg_chunk, _decode_jpegs
+    g = torch.Generator().manual_seed(0)
+    blobs = []
+    for i in range(11):
+        buf = io.BytesIO()
+        Image.fromarray(torch.randint(0, 256, (8, 8, 3), generator=g, dtype=torch.uint8).numpy()).save(buf, 'JPEG')
+        blobs.append(buf.getvalue())
+    blobs[6] = b'\xff\xd8\xff\xe0 not a jpeg'
+    datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    one = [_decode_jpeg_chunk([d])[0] for d in datas]
+    many = _decode_jpegs(datas, chunk=3)
+    assert len(many) == 11 and many[6] is None and one[6] is None
+    assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(one, many)) if i != 6)

@@ -161,3 +161,40 @@ def test_resume_from_the_command_line_takes_the_runs_own_settings(small_folder, 
     with pytest.raises(ValueError, match='cannot resume: checkpoint has alpha=0.5'):  # the Python API checks too
         train(_cfg(small_folder, out, max_steps=1, resume='auto'))
     assert _sha(out / 'checkpoint.pth') == before
+
+
+def test_fit_budget_sizes_the_schedule_once_and_resume_keeps_it(small_folder, tmp_path):
+    """--fit-budget times FIT_STEPS steps in the same process and fixes --total-steps to what fits the budget; the
+    fitted length is saved with the run, so a resumed invocation (another budget) continues the same schedule."""
+    from macrl_hub.train import FIT_SKIP, FIT_STEPS
+    with pytest.raises(ValueError, match='--fit-budget sizes the schedule to --time-budget'):
+        train(_cfg(small_folder, tmp_path / 'none', fit_budget=True))
+    out = tmp_path / 'run'
+    train(_cfg(small_folder, out, epochs=1000, fit_budget=True, time_budget='40s', max_steps=FIT_SKIP + FIT_STEPS + 2))
+    fits = [r for r in read_log(out / 'log.jsonl') if r.get('event') == 'fit_budget']
+    assert len(fits) == 1 and fits[0]['step'] == FIT_SKIP + FIT_STEPS
+    total = fits[0]['total_steps']
+    # 97% of steps/s x the seconds left (40 s minus loading and the steps so far); 1000 epochs is only a cap
+    elapsed = next(r['time'] for r in read_log(out / 'log.jsonl') if r.get('step') == fits[0]['step'] and 'lr' in r)
+    expected = FIT_SKIP + FIT_STEPS + 0.97 * fits[0]['steps_per_s'] * (40 - elapsed)
+    assert FIT_SKIP + FIT_STEPS < total < 1000 * 6 and total == pytest.approx(expected, rel=0.02)
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert ck['config']['total_steps'] == total
+    steps = [r for r in read_log(out / 'log.jsonl') if 'lr' in r]
+    assert steps[-1]['lr'] == pytest.approx(lr_at(steps[-1]['step'] - 1, total, fits[0]['warmup_steps'], 1e-3 * 32 / 256))
+    train(_cfg(small_folder, out, epochs=1000, fit_budget=True, time_budget='1h', max_steps=2, resume='auto'))
+    assert sum(r.get('event') == 'fit_budget' for r in read_log(out / 'log.jsonl')) == 1  # not fitted again
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert ck['config']['total_steps'] == total and ck['step'] == FIT_SKIP + FIT_STEPS + 4
+
+
+def test_final_knn_is_macrl_eval_knn_of_the_checkpoint(small_folder, tmp_path):
+    from macrl_hub.evaluate import eval_knn, load_encoder
+    out = tmp_path / 'run'
+    res = train(_cfg(small_folder, out, max_steps=3, final_knn=True, precision='fp32'))
+    rec = json.loads((out / 'knn.json').read_text())
+    assert rec['eval'] == 'knn' and rec['n_train'] == 192 and rec['n_test'] == 64  # the whole splits
+    assert res['knn']['knn_top1_k20'] == rec['knn_top1_k20']
+    again = eval_knn(load_encoder(str(out / 'checkpoint.pth')), str(small_folder), precision='fp32')
+    for k in ('knn_top1_k20', 'knn_top1_k200'):
+        assert rec[k] == pytest.approx(again[k], abs=1e-9), k
