@@ -18,9 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
+from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
 from macrl_hub.runtime import keep_freed_memory
-from macrl_hub.train import autocast, resolve_precision
+from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
 from macrl_hub.transforms import PairAugment
 
 
@@ -97,7 +98,8 @@ def main():
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(a.precision, device)
     peak = matmul_peak(precision, device)
-    print(json.dumps(dict(device=str(device), threads=torch.get_num_threads(), precision=precision, malloc=malloc,
+    print(json.dumps(dict(device=str(device), hardware=hardware(), **cpu_bf16_flags(), threads=torch.get_num_threads(),
+                          precision=precision, malloc=malloc,
                           matmul_peak_gflops=round(peak, 1))))
     print(json.dumps(dict(data_pipeline_img_per_s=round(bench_data(a.batch_size), 1))))
     for arch in a.models:

@@ -15,7 +15,6 @@ Each command ends by printing one JSON line with the metric(s), the config and t
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from .data import default_data, load_dataset
 from .features import data_config, extract_features
 from .knn import knn_accuracy
+from .precision import autocast, resolve_precision
 from .probe import fold_head, train_linear_probe
 from .runtime import keep_freed_memory
 from .transforms import eval_batch
@@ -195,7 +195,7 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     every epoch; `resume=True` continues from it (same settings required) and ends exactly where an uninterrupted
     run would. An existing checkpoint is never overwritten without `resume`."""
     from timm.optim import create_optimizer_v2
-    from .train import autocast, lr_at, resolve_precision
+    from .train import lr_at
     from .transforms import finetune_transform
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(precision, device)
@@ -317,7 +317,6 @@ def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, op
 @torch.no_grad()
 def _top1(model: nn.Module, test, device, precision: str, batch_size: int = 512) -> float:
     """Top-1 (%) of the model's own classifier head on `test` (eval transform)."""
-    from .train import autocast
     size, mean, std = data_config(model)
     model.eval()
     correct = 0
@@ -333,7 +332,6 @@ def eval_classify(model: nn.Module, data: str, n_test: int = 0, precision: str =
     """Top-1 of a classifier as it is (e.g. a `*_lin` tag: encoder + linear-probe head) on the test split.
     Its head must have one output per class of `data`, in the dataset's class order (checked against the
     label_names in its pretrained_cfg when it has them)."""
-    from .train import resolve_precision
     if not getattr(model, 'num_classes', 0):
         raise ValueError('this model has no classifier head (num_classes=0): use `macrl eval knn` or `linear`, '
                          'or a classifier tag such as macrl_vit_tiny_p4_cifar.cifar10_lin')

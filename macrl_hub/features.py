@@ -1,9 +1,10 @@
 """Batch-wise feature extraction from a timm encoder (pre-logits: avg-pooled, fc_norm'd tokens)."""
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from .precision import autocast, resolve_precision
 from .transforms import eval_batch
 
 __all__ = ['extract_features', 'data_config']
@@ -27,7 +28,6 @@ def extract_features(
         desc: str = 'features',
 ) -> Tensor:
     """images: (N, C, H, W) uint8 -> (N, D) float32 pre-logit features, in eval mode."""
-    from .train import autocast, resolve_precision
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
     size, mean, std = data_config(model)

@@ -36,6 +36,7 @@ from .data import default_data, load_dataset
 from .distributed import is_dist, rank, world_size
 from .macrl import MACRL
 from .momentum import cosine_momentum
+from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .runtime import keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save
@@ -52,28 +53,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # -- setup helpers ---------------------------------------------------------------------------------
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else 'fp32'.
-
-    Without native support (e.g. a Skylake/Cascade Lake Xeon), CPU bf16 matmuls are emulated and run
-    ~4x *slower* than fp32, so auto never picks them there.
-    """
-    if precision not in ('auto', 'bf16', 'fp16', 'fp32'):
-        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
-    if precision != 'auto':
-        return precision
-    if device.type == 'cuda':
-        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    native = getattr(torch.cpu, '_is_amx_tile_supported', lambda: False)() or \
-        getattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)()
-    return 'bf16' if native else 'fp32'
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 @contextlib.contextmanager
 def eager():
     """Run torch.compile'd modules eagerly inside: feature extraction for kNN at other batch shapes and without

@@ -117,10 +117,10 @@ def test_classify_a_lin_folder_gives_the_probe_accuracy(trained_ckpt, small_fold
     from macrl_hub.evaluate import eval_classify
     from macrl_hub.export import export
     probe = eval_main(['linear', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '5',
-                       '--save-head', str(tmp_path / 'head.safetensors')])
+                       '--save-head', str(tmp_path / 'head.safetensors'), '--precision', 'fp32'])
     arch = torch.load(trained_ckpt, weights_only=True)['arch']
     folder = export(str(trained_ckpt), f'{arch}.tiny_lin', str(tmp_path / 'cards'), head=str(tmp_path / 'head.safetensors'))
-    rec = eval_main(['classify', '--model', str(folder), '--data', str(small_folder)])
+    rec = eval_main(['classify', '--model', str(folder), '--data', str(small_folder), '--precision', 'fp32'])
     assert rec['n_test'] == 64 and rec['label_names'] == probe['label_names']
     assert abs(rec['classify_top1'] - probe['linear_top1']) <= 100 / 64 + 1e-6  # at most one image (fp rounding)
     with pytest.raises(ValueError, match='no classifier head'):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from macrl_hub.config import TrainConfig, parse_duration
 from macrl_hub.macrl import MACRL
-from macrl_hub.train import TrainingDiverged, lr_at, read_log, resolve_precision, train
+from macrl_hub.precision import resolve_precision
+from macrl_hub.train import TrainingDiverged, lr_at, read_log, train
 
 TINY = '{"depth": 2, "embed_dim": 32, "num_heads": 2}'
 
@@ -29,7 +30,8 @@ def small_folder(tmp_path_factory, cifar_test):
 def _cfg(data, out, **kw):
     base = dict(model='macrl_vit_tiny_p4_cifar', model_args=TINY, data=str(data), out=str(out), epochs=2,
                 batch_size=32, decoder_dim=32, proj_hidden_dim=64, proj_dim=16, bank_size=128, blr=1e-3,
-                warmup_epochs=0.5, progress=False, log_every=1, threads=1)
+                warmup_epochs=0.5, progress=False, log_every=1, threads=1,
+                precision='fp32')  # runs compared to 1e-5 or bit for bit: never auto's bf16 on a bf16 CPU
     base.update(kw)
     return TrainConfig(**base)
 

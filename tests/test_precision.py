@@ -1,0 +1,87 @@
+"""`--precision auto` on every kind of machine (the CPU probes are monkeypatched, so each branch runs anywhere),
+and the bf16 path itself, checked with bf16's tolerance rather than fp32's."""
+import pytest
+import torch
+
+from conftest import tiny_macrl
+from test_train import small_folder  # noqa: F401  (fixture)
+from macrl_hub import precision as P
+from macrl_hub.precision import autocast, resolve_precision
+
+
+@pytest.mark.parametrize('amx, avx512_bf16, want', [(True, False, 'bf16'), (False, True, 'bf16'),
+                                                    (True, True, 'bf16'), (False, False, 'fp32')])
+def test_auto_on_each_cpu_kind(monkeypatch, amx, avx512_bf16, want):
+    """Sapphire Rapids (AMX), EPYC (AVX512-BF16): bf16; Cascade Lake (neither): fp32, where bf16 is emulated."""
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16, raising=False)
+    assert P.cpu_bf16_flags() == {'amx_bf16': amx, 'avx512_bf16': avx512_bf16}
+    assert resolve_precision('auto', torch.device('cpu')) == want
+    for given in ('fp32', 'bf16', 'fp16'):
+        assert resolve_precision(given, torch.device('cpu')) == given  # an explicit choice is never overridden
+
+
+def test_auto_without_the_private_probes(monkeypatch):
+    """A torch without torch.cpu's private probes: auto falls back to fp32 instead of failing."""
+    monkeypatch.delattr(torch.cpu, '_is_amx_tile_supported', raising=False)
+    monkeypatch.delattr(torch.cpu, '_is_avx512_bf16_supported', raising=False)
+    assert resolve_precision('auto', 'cpu') == 'fp32'
+
+
+@pytest.mark.parametrize('bf16_ok, want', [(True, 'bf16'), (False, 'fp16')])
+def test_auto_on_cuda(monkeypatch, bf16_ok, want):
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16_ok)
+    assert resolve_precision('auto', torch.device('cuda')) == want
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp16, fp32, got 'int8'"):
+        resolve_precision('int8', torch.device('cpu'))
+
+
+def test_autocast_dtypes():
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 8)
+    with autocast(torch.device('cpu'), 'bf16'):
+        assert (x @ w).dtype == torch.bfloat16
+    with autocast(torch.device('cpu'), 'fp32'):
+        assert (x @ w).dtype == torch.float32
+
+
+def test_bf16_step_agrees_with_fp32_within_bf16_precision():
+    """The same MACRL step in bf16 and fp32: losses within bf16's relative precision (8 bits of mantissa: 2^-8 per
+    rounding, a few roundings deep), gradients pointing the same way. Catches a bf16 path that computes something
+    else (e.g. a cast that drops a term), which tests pinned to fp32 cannot see."""
+    torch.manual_seed(0)
+    model = tiny_macrl(bank_size=0)
+    x1, x2 = torch.randn(2, 8, 3, 32, 32).unbind(0)
+    noise = torch.rand(16, model.num_patches)
+    out, grads = {}, {}
+    for prec in ('fp32', 'bf16'):
+        model.zero_grad(set_to_none=True)
+        with autocast(torch.device('cpu'), prec):
+            losses = model(x1, x2, mask_noise=noise)
+        losses['loss'].backward()
+        out[prec] = {k: float(v) for k, v in losses.items()}
+        grads[prec] = torch.cat([p.grad.flatten() for p in model.encoder.parameters() if p.grad is not None])
+    for k in ('loss', 'loss_cl', 'loss_mim'):
+        assert out['bf16'][k] == pytest.approx(out['fp32'][k], rel=3e-2), (k, out)
+        assert out['bf16'][k] != out['fp32'][k]  # bf16 really ran (else this test checks nothing)
+    cos = torch.nn.functional.cosine_similarity(grads['bf16'], grads['fp32'], dim=0)
+    assert cos > 0.98, float(cos)
+
+
+def test_bf16_training_resumes_bit_for_bit(small_folder, tmp_path):
+    """The bf16 trainer path (whatever the CPU): finite losses, and resume is exact within one precision."""
+    import json
+    from test_train import _cfg
+    from macrl_hub.train import train
+    train(_cfg(small_folder, tmp_path / 'a', max_steps=4, precision='bf16'))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=2, precision='bf16'))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=2, precision='bf16', resume='auto'))
+    a = torch.load(tmp_path / 'a' / 'checkpoint.pth', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'checkpoint.pth', weights_only=True)
+    assert a['precision'] == 'bf16' and a['step'] == b['step'] == 4
+    assert all(torch.equal(v, b['model'][k]) for k, v in a['model'].items())
+    rows = [json.loads(x) for x in (tmp_path / 'a' / 'log.jsonl').read_text().splitlines() if '"lr"' in x]
+    assert len(rows) == 4 and all(torch.isfinite(torch.tensor(r['loss'])) for r in rows)
