@@ -22,8 +22,8 @@ WEIGHTS_FILE = 'model.safetensors'
 
 #: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
 PUBLISHED: Dict[str, Optional[str]] = {
-    'macrl_vit_tiny_p4_cifar.cifar10': '01123d13c4809322cc62d36f4ce27d7c071449e278c0b0b225c363679892978d',
-    'macrl_vit_tiny_p4_cifar.cifar10_lin': 'eb8472fd84f1e52b74b5f08f98f7465b7b4741490566c3674f19a81c525c2c60',
+    'macrl_vit_tiny_p4_cifar.cifar10': '5e948a920fc61a44ef3fe3e86940caf3d5f414fa19270be53cada89d04cf72fc',
+    'macrl_vit_tiny_p4_cifar.cifar10_lin': '616a1cf657b72a5a5bbc5e49802412721c6544bb26aff6df9c46e0500ae04bdb',
     'macrl_vit_tiny_p4_cifar.cifar100': None,
     'macrl_vit_small_p4_cifar.cifar10': '6edb749f849f59be9a56e416e14b7312b164e9b82c6c036d9df2beb9f93cc3fa',
     'macrl_vit_small_p4_cifar.cifar10_lin': '297d9f0411e5f7876a886f0b5bf2bb8ddd61af1c9f56938424ad56bcd6ec31e1',
