@@ -65,6 +65,10 @@ def atomic_open(path: os.PathLike, mode: str = 'wb') -> Iterator[IO]:
             os.fsync(f.fileno())
         if path.exists():
             os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        else:  # mkstemp makes 0600; a new file gets what open() would give it (0666 less the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

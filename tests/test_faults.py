@@ -104,3 +104,20 @@ def test_nan_in_a_batch_stops_and_keeps_checkpoint(small_folder, tmp_path, monke
     assert _sha(ck) == before
     end = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
     assert end[-1].get('step', 0) <= 2  # nothing logged past the last good step
+
+
+def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
+    """A new checkpoint or knn.json is readable like any file the user's umask allows (mkstemp alone makes 0600);
+    a replaced file keeps its own mode."""
+    import stat
+    from macrl_hub.weights import atomic_open
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({'x': torch.zeros(1)}, tmp_path / 'new.pth')
+        assert stat.S_IMODE((tmp_path / 'new.pth').stat().st_mode) == 0o644
+        os.chmod(tmp_path / 'new.pth', 0o600)
+        with atomic_open(tmp_path / 'new.pth', 'w') as f:
+            f.write('again')
+        assert stat.S_IMODE((tmp_path / 'new.pth').stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
