@@ -6,8 +6,10 @@ Here, once (the data and the timm wheel travel as ignored folders):
     echo /.whl/ >> .git/info/exclude && pip download --no-deps --only-binary=:all: -d .whl timm==1.0.31
 Rehearse on CPU against the device's software (minutes; any session, before a draw):
     bash benchmarks/gpu_rehearse.sh
-Device tool, one call:
+Device tool, one call (model_cards/ is over the 64 MiB a call may carry: keep it out of what travels, then restore):
+    git rm -r -q --cached model_cards && echo /model_cards/ >> .git/info/exclude
     run(command="bash benchmarks/gpu_job.sh", carry=[".data", ".whl"], timeout_s=600)
+    git reset -q model_cards && grep -vx /model_cards/ .git/info/exclude > e.tmp; mv e.tmp .git/info/exclude
 Back here (joins the pieces, unpacks runs/gpu/<small|tiny>/{checkpoint.pth,log.jsonl,knn.json,...}):
     python benchmarks/gpu_job.py unpack <files_at> runs/gpu
     macrl eval knn+linear --model runs/gpu/small/checkpoint.pth --data ../shared/data/cifar10-jpeg.tar.xz
