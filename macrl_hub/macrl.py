@@ -79,6 +79,9 @@ class MACRL(nn.Module):
             encoder.reset_classifier(0)  # the pretraining feature is the pre-logits, never a head
         self.objective = objective
         self.mask_ratio = check_mask_ratio(mask_ratio) if objective != 'moco' else 0.0
+        if objective != 'moco' and self.mask_ratio == 0 and rec_on == 'masked':
+            raise ValueError(f"mask_ratio=0 masks no tokens, so objective={objective!r} with rec_on='masked' has "
+                             f"nothing to reconstruct; use mask_ratio > 0, or rec_on='visible' or 'all'")
         self.rec_loss, self.rec_on, self.norm_pix_loss = rec_loss, rec_on, norm_pix_loss
         self.temperature, self.alpha, self.in_batch_negatives = temperature, alpha, in_batch_negatives
 
@@ -178,6 +181,9 @@ class MACRL(nn.Module):
         if self.mask_ratio > 0:
             ids_keep, ids_restore, mask = random_masking(
                 x.shape[0], self.num_patches, self.mask_ratio, x.device, generator, mask_noise)
+        elif self.decoder is not None:  # no mask (rec_on 'visible'/'all'): every token in place, none masked
+            ids_restore = torch.arange(self.num_patches, device=x.device).expand(x.shape[0], -1)  # (2B, L)
+            mask = x.new_zeros(x.shape[0], self.num_patches, dtype=torch.float32)  # (2B, L)
         latent = self.forward_encoder(x, ids_keep)  # (2B, P + L_keep, D)
         out: Dict[str, Tensor] = {}
         loss = x.new_zeros((), dtype=torch.float32)
