@@ -16,8 +16,10 @@ The wrapped `encoder` stays a timm model: `encoder.state_dict()` loads into `tim
 Choices where the paper is silent or ambiguous (each an argument; see README "Design choices"):
 - `rec_on='masked'`: the text says the loss covers visible tokens; MAE uses masked ones. Measured with
   the same naive recipe (ViT-Ti/4, 15 CPU-min, CIFAR-10 kNN): visible 35.0%, masked 38.6%, random 32.2%.
-- `bank_size=16384`: the paper's 65,536 exceeds CIFAR's 50,000 images, so the bank would hold
-  stale keys of the very image being contrasted; 16,384 is ~1/3 of an epoch of keys.
+- `bank_size=16384`: k1 and k2 are both enqueued, 100,000 keys per CIFAR-10 epoch, so 16,384 is ~0.16 epoch
+  of keys and the paper's 65,536 ~0.66 epoch. With per-epoch reshuffling a bank of r epochs still holds a
+  sample's own keys from the previous epoch (contrasted as negatives) for ~r^2/2 of samples: ~21% at 65,536,
+  ~1% at 16,384.
 - `alpha=0.1`: "the contrastive loss is scaled down by a factor of alpha (e.g., 10)".
 - `in_batch_negatives=True`: the other keys of the batch are negatives too (MoCo v3), besides the bank.
 - `temperature=0.2` (MoCo v2/v3), projector hidden 2048, momentum 0.99 -> 1 (cosine, BYOL).
@@ -79,6 +81,9 @@ class MACRL(nn.Module):
             encoder.reset_classifier(0)  # the pretraining feature is the pre-logits, never a head
         self.objective = objective
         self.mask_ratio = check_mask_ratio(mask_ratio) if objective != 'moco' else 0.0
+        if objective != 'moco' and self.mask_ratio == 0 and rec_on == 'masked':
+            raise ValueError(f"mask_ratio=0 masks no tokens, so objective={objective!r} with rec_on='masked' has "
+                             f"nothing to reconstruct; use mask_ratio > 0, or rec_on='visible' or 'all'")
         self.rec_loss, self.rec_on, self.norm_pix_loss = rec_loss, rec_on, norm_pix_loss
         self.temperature, self.alpha, self.in_batch_negatives = temperature, alpha, in_batch_negatives
 
@@ -178,6 +183,9 @@ class MACRL(nn.Module):
         if self.mask_ratio > 0:
             ids_keep, ids_restore, mask = random_masking(
                 x.shape[0], self.num_patches, self.mask_ratio, x.device, generator, mask_noise)
+        elif self.decoder is not None:  # no mask (rec_on 'visible'/'all'): every token in place, none masked
+            ids_restore = torch.arange(self.num_patches, device=x.device).expand(x.shape[0], -1)  # (2B, L)
+            mask = x.new_zeros(x.shape[0], self.num_patches, dtype=torch.float32)  # (2B, L)
         latent = self.forward_encoder(x, ids_keep)  # (2B, P + L_keep, D)
         out: Dict[str, Tensor] = {}
         loss = x.new_zeros((), dtype=torch.float32)

@@ -45,3 +45,18 @@ def test_reconstruction_loss_selects_tokens():
         reconstruction_loss(pred, target, mask, 'huber')
     with pytest.raises(ValueError, match='allowed'):
         reconstruction_loss(pred, target, mask, 'l1', 'some')
+
+
+@pytest.mark.parametrize('in_batch_negatives', [True, False])
+def test_info_nce_logits_stay_fp32_under_autocast(in_batch_negatives):
+    """Under bf16 autocast the matmuls would run in bf16 despite .float(); with a 4,096-key bank that moves the loss
+    by ~1e-5..1e-4 relative. info_nce switches autocast off for its logits, so the loss is the fp32 one."""
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(8, 16, generator=g), dim=1)
+    k = F.normalize(q + 0.3 * torch.randn(8, 16, generator=g), dim=1)
+    bank = F.normalize(torch.randn(4096, 16, generator=g), dim=1)
+    ref = info_nce(q, k, bank, 0.2, in_batch_negatives)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp = info_nce(q, k, bank, 0.2, in_batch_negatives)
+    assert amp.dtype == torch.float32
+    assert math.isclose(float(amp), float(ref), rel_tol=1e-6), (float(amp), float(ref))

@@ -3,6 +3,7 @@ import timm
 import torch
 
 from macrl_hub import MACRL
+from macrl_hub.masking import patchify
 from macrl_hub.transforms import PairAugment
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
 
@@ -88,6 +89,25 @@ def test_bank_fills_and_momentum_update():
     assert int(model.bank.filled) == 8  # evaluation does not enqueue
 
 
+@pytest.mark.parametrize('objective', ['macrl', 'mae'])
+@pytest.mark.parametrize('rec_on', ['visible', 'all'])
+def test_mask_ratio_zero_reconstructs_every_token_in_place(objective, rec_on):
+    """No mask: the encoder sees all 64 tokens and the decoder predicts each at its own position; with no token
+    masked, 'visible' and 'all' are the same L1 over every patch of each view."""
+    model = tiny_macrl(objective, mask_ratio=0.0, rec_on=rec_on)
+    tokens = []
+    model.encoder.blocks.register_forward_hook(lambda m, i, o: tokens.append(o.shape[1]))
+    x1, x2 = _views(2)
+    out = model(x1, x2)
+    assert tokens == [64]
+    with torch.no_grad():
+        pred = model.decoder(model.forward_encoder(torch.cat([x1, x2]), None), torch.arange(64).expand(4, 64))
+    target = patchify(torch.cat([x1, x2]), 4)
+    expected = sum((p - t).abs().mean() for p, t in zip(pred.chunk(2), target.chunk(2)))
+    assert torch.allclose(out['loss_mim'], expected, rtol=1e-6), (out['loss_mim'], expected)
+    assert {'encoder', 'decoder'} <= _grad_owners(model, out['loss'])
+
+
 def test_wraps_other_timm_vits():
     enc = timm.create_model('vit_small_patch16_224', img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=2,
                             num_classes=1000)
@@ -117,6 +137,8 @@ def test_freeze_patch_embed():
     (dict(objective='simclr'), 'unknown objective'),
     (dict(mask_ratio=1.0), 'mask_ratio'),
     (dict(mask_ratio=-0.2), 'mask_ratio'),
+    (dict(mask_ratio=0.0), "mask_ratio=0 masks no tokens, so objective='macrl' with rec_on='masked' has nothing"),
+    (dict(objective='mae', mask_ratio=0.0), "objective='mae' with rec_on='masked'"),
     (dict(rec_loss='l3'), 'rec_loss'),
     (dict(rec_on='half'), 'rec_on'),
     (dict(bank_size=-5), 'memory bank size'),

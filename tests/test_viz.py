@@ -9,16 +9,20 @@ from conftest import tiny_encoder
 @pytest.mark.parametrize('method', METHODS)
 def test_maps_shape_and_normalisation(method):
     model = tiny_encoder(num_classes=4)
+    model.blocks[0].attn.fused_attn, model.blocks[1].attn.fused_attn = True, False  # mixed: each block its own
+    before = [b.attn.fused_attn for b in model.blocks]
     maps = attention_maps(model, torch.randn(3, 3, 32, 32), method)
     assert maps.shape == (3, 8, 8)
     assert torch.all(maps >= 0) and torch.allclose(maps.sum(dim=(1, 2)), torch.ones(3), atol=1e-5)
-    assert all(blk.attn.fused_attn == f for blk, f in zip(model.blocks, [b.attn.fused_attn for b in model.blocks]))
+    assert [b.attn.fused_attn for b in model.blocks] == before  # restored, block by block
 
 
 def test_capture_restores_fused_attention():
     model = tiny_encoder()
+    model.blocks[0].attn.fused_attn, model.blocks[1].attn.fused_attn = False, True
     before = [b.attn.fused_attn for b in model.blocks]
     with capture_attention(model) as cap:
+        assert not any(b.attn.fused_attn for b in model.blocks)  # fused kernels expose no weights
         model.forward_features(torch.randn(1, 3, 32, 32))
     assert len(cap.attn) == 2 and cap.attn[0].shape == (1, 2, 64, 64)
     assert [b.attn.fused_attn for b in model.blocks] == before
@@ -27,6 +31,9 @@ def test_capture_restores_fused_attention():
 def test_planted_attention_shows_up():
     """Every query attends only to patch 10 in every layer: last, rollout and chefer all point there."""
     model = tiny_encoder(num_classes=2).eval()
+    with torch.no_grad():  # logit_1 = -logit_0: the gradient of one class is minus the other's (see chefer below)
+        model.head.weight[1] = -model.head.weight[0]
+        model.head.bias.zero_()
     N = 64
     for blk in model.blocks:
         blk.attn.fused_attn = False
@@ -41,6 +48,14 @@ def test_planted_attention_shows_up():
         m = attention_maps(model, x, method).flatten(1)
         assert torch.all(m.argmax(1) == 10), method
         assert torch.all(m[:, 10] > 0.5), method
+    # chefer: relevance (grad * A)^+ sits only where A is non-zero, so every patch but 10 keeps the identity's
+    # equal share. Its size at 10 follows the gradient's sign, which a random model does not fix: with
+    # logit_1 = -logit_0 the positive part of each (row, head) goes to one of the two classes, so patch 10 is
+    # above the rest for class 0 or for class 1 in every image.
+    m = torch.stack([attention_maps(model, x, 'chefer', target=torch.full((2,), c)).flatten(1) for c in (0, 1)])
+    others = m[..., torch.arange(N) != 10]  # (2 classes, B, N - 1)
+    assert torch.equal(others.amax(-1), others.amin(-1)), 'chefer relevance outside the attended patch'
+    assert torch.all((m[..., 10] > others[..., 0]).any(0)), 'chefer misses the attended patch'
 
 
 def test_save_grid(tmp_path):
