@@ -25,8 +25,9 @@ What it does, each phase timed (job.json: versions, phases, bf16 matmul peak, FL
      config.json, knn.json and stdout, tarred and split into <= 16,000,000-byte pieces under $OUT. The momentum
      branch and the memory bank do not fit the 64 MiB that comes back (ViT-S/4 alone is 43 MB in fp16).
 Settings (environment): JOB_S total seconds (530), SMALL_SHARE of the training time (0.7), BATCH (512),
-BLR (3.75e-4: lr 7.5e-4 at batch 512), ALPHA (1), MODEL_ARGS (JSON for both models, rehearsal: '{"depth": 1}'), EXTRA (more train flags),
-COMPILE (auto: on with CUDA), COMPILE_TIMEOUT (180), RUNS (small,tiny), DATA (.data/cifar10-jpeg.tar.xz).
+BLR (3.75e-4: lr 7.5e-4 at batch 512), ALPHA (1), MODEL_ARGS (JSON for both models, rehearsal: '{"depth": 1}'),
+EXTRA (more train flags), COMPILE (auto: on with CUDA), COMPILE_TIMEOUT (180), RUNS (small,tiny),
+DATA (.data/cifar10-jpeg.tar.xz).
 """
 import json
 import os
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 T0 = time.time()
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # macrl_hub from this checkout (the device has no install of it)
 PIECE = 16_000_000  # bytes per file under $OUT (limit 16 MiB)
 OUT_LIMIT = 64 * 2 ** 20  # bytes that come back in all
 MODELS = {'small': 'macrl_vit_small_p4_cifar', 'tiny': 'macrl_vit_tiny_p4_cifar'}
@@ -108,7 +111,6 @@ def step_flops(model: str, model_args: str) -> float:
     """FLOPs of one MACRL training step (both views: masked encoder fwd+bwd, decoder, momentum fwd) per image."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from macrl_hub.config import TrainConfig
     from macrl_hub.train import build_macrl
     cfg = TrainConfig(model=model, model_args=model_args, alpha=1.0, bank_size=1024)
@@ -157,7 +159,8 @@ def run(name: str, work: Path, share_s: float, final_s: float) -> Path:
     """One `macrl train` child within `share_s` wall seconds, eager fallback if compilation stalls or fails."""
     t_run = now()
     end = t_run + share_s
-    compile_ = env('COMPILE', 'auto') == 'on' or (env('COMPILE', 'auto') == 'auto' and job['versions']['cuda_available'])
+    mode = env('COMPILE', 'auto')
+    compile_ = mode == 'on' or (mode == 'auto' and job['versions']['cuda_available'])
     timeout = float(env('COMPILE_TIMEOUT', '180'))
     run_dir = work / name
     log_path = work / f'{name}.log'
@@ -197,13 +200,8 @@ def run(name: str, work: Path, share_s: float, final_s: float) -> Path:
 
 
 def summarize(run_dir: Path) -> Dict[str, Any]:
-    rows = []
-    if (run_dir / 'log.jsonl').is_file():
-        for line in (run_dir / 'log.jsonl').read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
+    from macrl_hub.train import read_log
+    rows = read_log(run_dir / 'log.jsonl') if (run_dir / 'log.jsonl').is_file() else []
     train = [r for r in rows if 'img_per_s' in r]
     fit = next((r for r in rows if r.get('event') == 'fit_budget'), None)
     end = next((r for r in rows if r.get('event') == 'end'), None)
@@ -236,7 +234,8 @@ def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, lean: bool 
     if ck_path.is_file():
         ck = torch.load(ck_path, map_location='cpu', weights_only=True)
         keep = ('encoder.',) if lean else ONLINE
-        ck['model'] = {k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items() if k.startswith(keep)}
+        ck['model'] = {k: v.half() if v.is_floating_point() else v
+                       for k, v in ck['model'].items() if k.startswith(keep)}
         for k in ('optimizer', 'scaler'):
             ck.pop(k, None)
         ck['packed'] = f'online branch only ({", ".join(keep)}), fp16, by benchmarks/gpu_job.py'

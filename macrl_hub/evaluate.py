@@ -33,7 +33,7 @@ from .runtime import keep_freed_memory
 from .transforms import eval_batch
 
 __all__ = ['load_encoder', 'model_source', 'save_model_folder', 'eval_knn', 'eval_linear', 'eval_knn_linear',
-           'eval_finetune', 'eval_classify', 'main']
+           'eval_finetune', 'eval_classify', 'eval_record', 'write_eval_record', 'main']
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
@@ -407,15 +407,26 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                             warmup_epochs=args.warmup_epochs, out=args.out, resume=args.resume, **common)
         if args.out:
             save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])
-    record = {'eval': args.protocol, 'model': args.model, 'random_init': args.random_init, 'data': data, **res,
-              'seed': args.seed, 'wall_time_s': round(time.time() - t0, 1),
-              'command': 'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv)}
-    line = json.dumps(record)
-    print(line)
+    record = eval_record(args.protocol, args.model, data, res, t0,
+                         'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv), args.random_init, args.seed)
+    print(json.dumps(record))
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(line + '\n')
+        write_eval_record(record, args.json_out)
     return record
+
+
+def eval_record(protocol: str, model: str, data: str, res: Dict[str, Any], t0: float, command: str,
+                random_init: bool = False, seed: int = 0) -> Dict[str, Any]:
+    """The JSON record of one evaluation, as `macrl export --eval-json` and the model cards read it."""
+    return {'eval': protocol, 'model': model, 'random_init': random_init, 'data': data, **res, 'seed': seed,
+            'wall_time_s': round(time.time() - t0, 1), 'command': command}
+
+
+def write_eval_record(record: Dict[str, Any], path) -> None:
+    """One JSON line to `path`, written atomically (its folder made if needed)."""
+    from .weights import atomic_open
+    with atomic_open(path, 'w') as f:
+        f.write(json.dumps(record) + '\n')
 
 
 if __name__ == '__main__':

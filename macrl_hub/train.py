@@ -222,7 +222,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         raise ValueError(f'--batch-size {cfg.batch_size} is larger than the dataset ({n} images)')
     total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
     fit = cfg.fit_budget and not cfg.total_steps  # a resumed run keeps the length it was fitted to
-    warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)  # short runs: half at most
     lr = cfg.lr if cfg.lr is not None else cfg.blr * cfg.batch_size / 256
     enc_cfg = model.encoder.pretrained_cfg
     aug = PairAugment(model.img_size[0], enc_cfg.get('mean'), enc_cfg.get('std'), crop_scale=(cfg.crop_min, 1.0),
@@ -242,13 +241,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if fit and fitted:  # the run was fitted to its first budget: keep that schedule, never refit
             cfg = dataclasses.replace(cfg, total_steps=fitted)
             total_steps, fit = fitted, False
-            warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)
         _check_resume_compatible(ck, cfg)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])
         if 'scaler' in ck:
             scaler.load_state_dict(ck['scaler'])
         step, seen_time = int(ck['step']), float(ck.get('train_time', 0.0))
+    warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)  # short runs: half at most
     ddp_model = model
     if ws > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -349,8 +348,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             cfg = dataclasses.replace(cfg, total_steps=total_steps)  # saved with the run: resume keeps it
             if master:
                 (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-                rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,
-                           epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # no img_per_s: not a training row
+                rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,  # no img_per_s:
+                           epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # not a training row
                 log_f.write(json.dumps(rec) + '\n')
                 log_f.flush()
                 print(f'  --fit-budget: {rate * cfg.batch_size:.0f} img/s -> schedule of {total_steps} steps '
@@ -426,14 +425,13 @@ def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path,
     if test_data is None:
         print('macrl train: --final-knn needs a test split in --data; skipped')
         return None
-    from .evaluate import eval_knn
+    from .evaluate import eval_knn, eval_record, write_eval_record
     t0 = time.time()
+    data = cfg.data or default_data()
     with eager():
-        res = eval_knn(model.encoder, cfg.data or default_data(), splits=(train_data, test_data), precision=precision, device=device)
-    record = {'eval': 'knn', 'model': str(out / CKPT_NAME), 'random_init': False, 'data': cfg.data, **res,
-              'seed': 0, 'wall_time_s': round(time.time() - t0, 1), 'command': 'macrl train --final-knn'}
-    with atomic_open(out / 'knn.json', 'w') as f:
-        f.write(json.dumps(record) + '\n')
+        res = eval_knn(model.encoder, data, splits=(train_data, test_data), precision=precision, device=device)
+    record = eval_record('knn', str(out / CKPT_NAME), data, res, t0, 'macrl train --final-knn')
+    write_eval_record(record, out / 'knn.json')
     print(f'macrl train: final kNN on {res["n_test"]} test images, bank of {res["n_train"]}: ' +
           ', '.join(f'k={k[len("knn_top1_k"):]} {v:.2f}%' for k, v in res.items() if k.startswith('knn_top1_k')) +
           f' ({time.time() - t0:.1f} s) -> {out / "knn.json"}', flush=True)
@@ -458,9 +456,9 @@ def _global_mean(v: torch.Tensor) -> float:
 
 
 #: settings a resumed run may change (where and how long it runs, not what it learns)
-RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget', 'final_knn', 'ckpt_every_min', 'ckpt_every_epochs',
-               'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress', 'threads', 'device',
-               'precision', 'compile', 'keep_freed_memory', 'on_error')
+RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget', 'final_knn', 'ckpt_every_min',
+               'ckpt_every_epochs', 'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress',
+               'threads', 'device', 'precision', 'compile', 'keep_freed_memory', 'on_error')
 #: never taken from the checkpoint on resume
 PER_INVOCATION = ('out', 'resume', 'time_budget', 'max_steps', 'progress')
 
