@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --models macrl_vit_tiny_p4_cifar macrl_vit_small_p4_cifar --precision bf16
     python benchmarks/train_step.py --profile                        # where the time goes
     python benchmarks/train_step.py --stock-malloc                   # without macrl_hub.runtime's heap setting
+    python benchmarks/train_step.py --objectives macrl --attention fused    # the kernel `auto` does not pick on CPU bf16
 
 The peak is measured in the same run (a large square matmul in the step's precision). The data
 pipeline (batch-wise augmentation of uint8 CIFAR batches) is timed on its own.
@@ -20,7 +21,7 @@ import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
-from macrl_hub.runtime import keep_freed_memory
+from macrl_hub.runtime import choose_attention, keep_freed_memory
 from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
 from macrl_hub.transforms import PairAugment
 
@@ -39,10 +40,13 @@ def matmul_peak(precision: str, device: torch.device, n: int = 2048, reps: int =
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def bench(arch: str, objective: str, batch: int, precision: str, device, steps: int, profile: bool):
+def bench(arch: str, objective: str, batch: int, precision: str, device, steps: int, profile: bool,
+          attention: str = 'auto'):
+    """The trainer's step: its attention choice and its (fused) AdamW."""
     torch.manual_seed(0)
     model = MACRL(timm.create_model(arch), objective=objective).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    attention = choose_attention(model, device, precision, attention)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     x1, x2 = torch.randn(2, batch, 3, 32, 32, device=device).unbind(0)
 
     def step():
@@ -70,7 +74,8 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
             with record_function('macrl_step'):
                 step()
         print(p.key_averages().table(sort_by='self_cpu_time_total', row_limit=12))
-    return dict(arch=arch, objective=objective, batch=batch, precision=precision, img_per_s=batch / dt,
+    return dict(arch=arch, objective=objective, batch=batch, precision=precision, attention=attention,
+                img_per_s=batch / dt,
                 gflop_per_img=gflop, achieved_gflops=gflop * batch / dt)
 
 
@@ -92,6 +97,7 @@ def main():
     p.add_argument('--precision', default='auto')
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--profile', action='store_true')
+    p.add_argument('--attention', default='auto', help='auto | fused | explicit (see macrl_hub/runtime.py)')
     p.add_argument('--stock-malloc', action='store_true', help="don't keep freed memory (the trainer does on CPU)")
     a = p.parse_args()
     malloc = 'stock' if a.stock_malloc else ('keep_freed' if keep_freed_memory() else 'stock (not glibc)')
@@ -104,7 +110,7 @@ def main():
     print(json.dumps(dict(data_pipeline_img_per_s=round(bench_data(a.batch_size), 1))))
     for arch in a.models:
         for obj in a.objectives:
-            r = bench(arch, obj, a.batch_size, precision, device, a.steps, a.profile and obj == 'macrl')
+            r = bench(arch, obj, a.batch_size, precision, device, a.steps, a.profile and obj == 'macrl', a.attention)
             r['share_of_peak'] = round(r['achieved_gflops'] / peak, 3)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
 

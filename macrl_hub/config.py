@@ -66,6 +66,9 @@ class TrainConfig:
     # machinery
     precision: str = field(default='auto', metadata={'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it)'})
     compile: bool = False
+    attention: str = field(default='auto', metadata={
+        'help': "attention kernel: auto | fused | explicit (auto: timm's explicit softmax on CPU in bf16, where it is "
+                'faster for short sequences; fused elsewhere; see macrl_hub/runtime.py)'})
     keep_freed_memory: bool = field(default=True, metadata={
         'help': 'CPU: keep freed memory in the heap instead of mmap/munmap per step (+50%% img/s on ViT-Ti/4; '
                 'see macrl_hub/runtime.py)'})

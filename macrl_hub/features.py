@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from .precision import autocast, resolve_precision
+from .runtime import attention_kernel
 from .transforms import eval_batch
 
 __all__ = ['extract_features', 'data_config']
@@ -38,10 +39,11 @@ def extract_features(
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc=desc, unit='batch', leave=False)
-    for i in it:
-        x = eval_batch(images[i:i + batch_size].to(device), size, mean, std)
-        with autocast(device, precision):
-            f = model.forward_head(model.forward_features(x), pre_logits=True)
-        feats.append(f.float())
+    with attention_kernel(model, device, precision):  # the faster kernel here; the model's own flags after
+        for i in it:
+            x = eval_batch(images[i:i + batch_size].to(device), size, mean, std)
+            with autocast(device, precision):
+                f = model.forward_head(model.forward_features(x), pre_logits=True)
+            feats.append(f.float())
     model.train(was_training)
     return torch.cat(feats)

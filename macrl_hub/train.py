@@ -37,7 +37,7 @@ from .distributed import is_dist, rank, world_size
 from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
-from .runtime import keep_freed_memory
+from .runtime import choose_attention, keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save
 
@@ -202,6 +202,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if device.type == 'cuda':
         torch.set_float32_matmul_precision('high')  # TF32 for what runs outside autocast (losses, kNN)
     model = build_macrl(cfg).to(device)
+    attention = choose_attention(model, device, precision, cfg.attention)  # a bad --attention fails here, early
     out = Path(cfg.out)
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     taken = master and not cfg.resume and (out / CKPT_NAME).is_file()
@@ -228,7 +229,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                       blur_p=cfg.blur_p, solarize_p=cfg.solarize_p)
 
     params = _param_groups(model, cfg.weight_decay)
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, cfg.beta2), fused=device.type == 'cuda')
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, cfg.beta2), fused=device.type in ('cuda', 'cpu'))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     step, seen_time = 0, 0.0
     ckpt_path = out / CKPT_NAME
@@ -263,8 +264,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if master:
         (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         print(f'macrl train: {cfg.model} objective={cfg.objective} on {data.source} ({n} images, {len(data.classes)} '
-              f'classes, {data.skipped} skipped) | device={device} precision={precision} world={ws} '
-              f'threads={torch.get_num_threads()}')
+              f'classes, {data.skipped} skipped) | device={device} precision={precision} attention={attention} '
+              f'world={ws} threads={torch.get_num_threads()}')
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
@@ -458,7 +459,7 @@ def _global_mean(v: torch.Tensor) -> float:
 #: settings a resumed run may change (where and how long it runs, not what it learns)
 RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget', 'final_knn', 'ckpt_every_min',
                'ckpt_every_epochs', 'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress',
-               'threads', 'device', 'precision', 'compile', 'keep_freed_memory', 'on_error')
+               'threads', 'device', 'precision', 'compile', 'attention', 'keep_freed_memory', 'on_error')
 #: never taken from the checkpoint on resume
 PER_INVOCATION = ('out', 'resume', 'time_budget', 'max_steps', 'progress')
 

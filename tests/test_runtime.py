@@ -27,3 +27,58 @@ def test_freed_memory_stays_mapped_only_when_asked(mode, kept):
         assert retained_mb > 200, f'heap gave back {256 - retained_mb:.0f} MB despite keep_freed_memory()'
     else:
         assert retained_mb < 50, f'stock malloc kept {retained_mb:.0f} MB: the test cannot tell the settings apart'
+
+
+# --- attention kernel choice ---------------------------------------------------------------------------------------
+import timm  # noqa: E402
+import torch  # noqa: E402
+
+import macrl_hub  # noqa: E402,F401
+from macrl_hub.runtime import attention_kernel, choose_attention  # noqa: E402
+
+CPU = torch.device('cpu')
+
+
+def _flags(model):
+    return [m.fused_attn for m in model.modules() if hasattr(m, 'fused_attn')]
+
+
+def _tiny():
+    return timm.create_model('macrl_vit_tiny_p4_cifar', depth=2)
+
+
+@pytest.mark.parametrize('device,precision,want', [('cpu', 'bf16', 'explicit'), ('cpu', 'fp32', 'fused'),
+                                                   ('cuda', 'bf16', 'fused')])
+def test_auto_attention_is_explicit_exactly_on_cpu_bf16(monkeypatch, device, precision, want):
+    monkeypatch.delenv('TIMM_FUSED_ATTN', raising=False)
+    model = _tiny()
+    assert all(_flags(model)) and len(_flags(model)) == 2  # timm's default in this process: fused
+    assert choose_attention(model, torch.device(device), precision) == want
+    assert _flags(model) == [want == 'fused'] * 2
+
+
+def test_auto_attention_leaves_a_user_set_env_alone(monkeypatch):
+    monkeypatch.setenv('TIMM_FUSED_ATTN', '1')
+    model = _tiny()
+    assert choose_attention(model, CPU, 'bf16') == 'fused' and all(_flags(model))
+
+
+def test_forced_attention_modes_and_bad_mode():
+    model = _tiny()
+    assert choose_attention(model, CPU, 'fp32', 'explicit') == 'explicit' and not any(_flags(model))
+    assert choose_attention(model, CPU, 'bf16', 'fused') == 'fused' and all(_flags(model))
+    with pytest.raises(ValueError, match="unknown attention mode 'flash'"):
+        choose_attention(model, CPU, 'fp32', 'flash')
+
+
+def test_both_kernels_compute_the_same_function_and_the_context_restores_flags():
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.forward_features(x)
+        with attention_kernel(model, CPU, 'fp32', 'explicit') as kernel:
+            assert kernel == 'explicit' and not any(_flags(model))
+            out = model.forward_features(x)
+    assert all(_flags(model)), 'attention_kernel did not restore the model\'s own flags'
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

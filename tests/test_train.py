@@ -200,3 +200,11 @@ def test_final_knn_is_macrl_eval_knn_of_the_checkpoint(small_folder, tmp_path):
     again = eval_knn(load_encoder(str(out / 'checkpoint.pth')), str(small_folder), precision='fp32')
     for k in ('knn_top1_k20', 'knn_top1_k200'):
         assert rec[k] == pytest.approx(again[k], abs=1e-9), k
+
+
+def test_trainer_picks_explicit_attention_on_cpu_bf16(small_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('TIMM_FUSED_ATTN', raising=False)
+    train(_cfg(small_folder, tmp_path / 'bf16', max_steps=1, precision='bf16'))
+    assert 'precision=bf16 attention=explicit' in capsys.readouterr().out
+    train(_cfg(small_folder, tmp_path / 'fp32', max_steps=1, attention='explicit'))
+    assert 'precision=fp32 attention=explicit' in capsys.readouterr().out
