@@ -109,18 +109,9 @@ def matmul_peak() -> Optional[float]:
 
 def step_flops(model: str, model_args: str) -> float:
     """FLOPs of one MACRL training step (both views: masked encoder fwd+bwd, decoder, momentum fwd) per image."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
     from macrl_hub.config import TrainConfig
-    from macrl_hub.train import build_macrl
-    cfg = TrainConfig(model=model, model_args=model_args, alpha=1.0, bank_size=1024)
-    m = build_macrl(cfg)
-    B = 4
-    x1 = torch.randn(B, 3, *m.img_size)
-    x2 = torch.randn(B, 3, *m.img_size)
-    with FlopCounterMode(display=False) as fc:
-        m(x1, x2)['loss'].backward()
-    return fc.get_total_flops() / B
+    from macrl_hub import train
+    return train.step_flops(TrainConfig(model=model, model_args=model_args, alpha=1.0, bank_size=1024))
 
 
 def launch(name: str, run_dir: Path, budget_s: float, compile_: bool, log_path: Path) -> subprocess.Popen:

@@ -1,23 +1,37 @@
-"""The paper's comparison in miniature: MACRL vs MAE vs MoCo (and ablations) at equal training.
+"""The paper's comparison in miniature: MACRL vs MAE vs MoCo (and ablations) at equal training compute.
 
-    python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz            # ~35 min, 2 cores
-    python benchmarks/paper_table.py --data ... --ablations rec_on=visible,all alpha=0.03,0.3 \
-        mask_ratio=0.5,0.9 bank_size=0,4096
-    python benchmarks/paper_table.py --data ... --scale 10 --model macrl_vit_small_p4_cifar  # real hardware
+    python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz --seeds 0 1      # CPU: ~90 min, 2 cores
+    python benchmarks/paper_table.py --data ... --ablations alpha=1 rec_on=visible bank_size=0,65536 mask_ratio=0.9
+    python benchmarks/paper_table.py --data ... --epochs 20 --batch-size 512 --blr 3.75e-4 --seeds 0 1   # a GPU
 
-Every run uses the same encoder, data subset, epochs, batch and seed; only the objective (or the one
-ablated option) changes. Each is then evaluated by weighted kNN (k=20, 200) and a linear probe on
-cached features. Writes <out>/paper_table.md (tables like the paper's Tables 1-2, with budget,
-hardware and wall times), <out>/paper_curves.png (online kNN per epoch) and <out>/paper_table.json.
+Budget: `--equal flops` (default) gives every row the training FLOPs that MACRL spends in `--epochs` epochs of
+the whole train split (FLOPs per image counted by torch's FlopCounterMode for each row's own configuration), so
+MAE, whose step costs ~0.54x MACRL's, trains ~1.8x the steps and MoCo (~1.8x MACRL's cost) ~0.55x. Equal FLOPs
+rather than equal wall-clock because a shared 2-core machine's minutes depend on what else runs; the curves are
+drawn against both. `--equal steps` gives every row the same number of steps instead.
+
+Every row uses the same encoder, batch, lr schedule shape and seed; only the objective (or the one ablated
+option) changes. `--seeds` repeats the main rows (ablations run at the first seed) and the table shows the mean and
+each seed. Evaluation: weighted kNN (k=20, 200) with an `--eval-train` image bank and a linear probe (cached
+features) trained on the same images, both scored on `--eval-test` test images (default: all 10,000).
+The online kNN monitor (2,000-image bank, 1,000 held-out test images) draws the learning curves.
+
+Writes, after every row (a session that ends mid-way keeps what finished): <out>/paper_table.md,
+<out>/paper_table.json, <out>/paper_curves.png (kNN against training minutes) and <out>/paper_curves_flops.png
+(against training PFLOPs). A row whose settings equal one already in paper_table.json is reused, not retrained,
+so a table can grow across sessions and machines (each row keeps its own hardware and minutes).
 """
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List
 
 import timm
 import torch
@@ -28,7 +42,9 @@ from macrl_hub.config import TrainConfig  # noqa: E402
 from macrl_hub.data import load_dataset  # noqa: E402
 from macrl_hub.evaluate import eval_knn_linear, load_encoder  # noqa: E402
 from macrl_hub.plot import line_plot  # noqa: E402
-from macrl_hub.train import train  # noqa: E402
+from macrl_hub.train import read_log, step_flops, train  # noqa: E402
+
+METRICS = ('knn20', 'knn200', 'linear')
 
 
 def _parse_ablation(spec: str):
@@ -46,32 +62,94 @@ def evaluate(enc, data: str, splits, probe_epochs: int) -> dict:
     return dict(knn20=ev['knn_top1_k20'], knn200=ev['knn_top1_k200'], linear=ev['linear_top1'])
 
 
-def run_one(name: str, base: dict, overrides: dict, args, out: Path, splits, cache: dict) -> dict:
-    """Train one objective/ablation and evaluate it; 'random' evaluates the untrained encoder (the floor).
-
-    A row of an earlier paper_table.json made with the same settings is reused instead of retrained."""
-    if name in cache:
-        print(f'reusing {name} from {out / "paper_table.json"} (same settings)', flush=True)
-        return cache[name]
-    run_dir = out / 'runs' / name
+def plan(name: str, overrides: Dict[str, Any], base: Dict[str, Any], args, n_train: int, ref_flops: float) -> dict:
+    """The training config of one row (without its output folder) and its compute: under --equal flops, the steps
+    that spend MACRL's budget (`--epochs` epochs at MACRL's FLOPs per image) at this row's own FLOPs per image."""
+    cfg = dict(base, **overrides)
+    steps_per_epoch = n_train // args.batch_size
     if overrides.get('objective') == 'random':
-        torch.manual_seed(args.seed)
+        return dict(name=name, cfg=cfg, steps=0, flops_per_img=0.0)
+    flops = step_flops(TrainConfig(**{k: v for k, v in cfg.items() if k != 'data'}))
+    budget = args.epochs * steps_per_epoch * args.batch_size * ref_flops  # the reference's training FLOPs
+    steps = round(budget / (flops * args.batch_size)) if args.equal == 'flops' else round(args.epochs * steps_per_epoch)
+    cfg['total_steps'] = max(1, steps)
+    cfg['warmup_epochs'] = min(args.warmup_epochs, 0.5 * steps / steps_per_epoch)
+    return dict(name=name, cfg=cfg, steps=steps, flops_per_img=flops)
+
+
+def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
+    """Train one row and evaluate it; 'random' evaluates the untrained encoder (the floor every method must clear)."""
+    cfg = p['cfg']
+    run_dir = out / 'runs' / p['name']
+    if cfg['objective'] == 'random':
+        torch.manual_seed(cfg['seed'])
         enc = timm.create_model(args.model, **json.loads(args.model_args or '{}'))
-        row = dict(name=name, **overrides, epochs=0, steps=0, train_min=0.0,
-                   **evaluate(enc, args.data, splits, args.probe_epochs), curve=[])
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
-        cfg = TrainConfig(**{**base, **overrides, 'out': str(run_dir)})
-        t0 = time.time()
-        res = train(cfg)
-        train_time = time.time() - t0
-        ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
-        log = [json.loads(l) for l in (Path(cfg.out) / 'log.jsonl').read_text().splitlines()]
-        curve = [(r['epoch'], r['knn_top1_k200']) for r in log if 'knn_top1_k200' in r]
-        row = dict(name=name, **overrides, epochs=cfg.epochs, steps=res['step'],
-                   train_min=round(train_time / 60, 1), **ev, curve=curve)
-    print(json.dumps({k: v for k, v in row.items() if k != 'curve'}), flush=True)
-    return row
+        return dict(name=p['name'], epochs=0.0, train_min=0.0, pflops=0.0, hardware=hardware(),
+                    **evaluate(enc, args.data, splits, args.probe_epochs), curve=[])
+    shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
+    t0 = time.time()
+    res = train(TrainConfig(**cfg, out=str(run_dir)))
+    train_min = (time.time() - t0) / 60
+    ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
+    img = args.batch_size * p['flops_per_img']  # FLOPs per step
+    curve = [dict(step=r['step'], minutes=round((r['time'] - r.get('monitor_s', 0.0)) / 60, 2),
+                  pflops=round(r['step'] * img / 1e15, 3), knn200=r['knn_top1_k200'])
+             for r in read_log(run_dir / 'log.jsonl') if 'knn_top1_k200' in r]
+    return dict(name=p['name'], epochs=round(res['step'] * args.batch_size / n_train, 2),
+                train_min=round(train_min, 1), pflops=round(res['step'] * img / 1e15, 2), hardware=hardware(),
+                **ev, curve=curve)
+
+
+def n_images(args) -> int:
+    return args.num_train or len(load_dataset(args.data, 'train'))
+
+
+def _fmt(rows: List[dict], key: str) -> str:
+    """'mean (seed values)' over the seeds of one row."""
+    vals = [r[key] for r in rows]
+    if len(vals) == 1:
+        return f'{vals[0]:.2f}'
+    return f'{statistics.mean(vals):.2f} ({" / ".join(f"{v:.2f}" for v in vals)})'
+
+
+def write_outputs(out: Path, args, main_rows: Dict[str, List[dict]], ablations, settings: dict, cmd: str,
+                  t_all: float) -> None:
+    every = [r for rs in main_rows.values() for r in rs] + [r for _, rs in ablations for r in rs]
+    hw = sorted({r['hardware'] for r in every})
+    seeds = ', '.join(str(s) for s in args.seeds)
+    md = ['# MACRL vs MAE vs MoCo, in miniature', '',
+          f'{args.model}, {settings["n_train"]} CIFAR-10 train images, batch {args.batch_size}, blr {args.blr}, '
+          f'bank {settings["base"]["bank_size"]}, alpha {settings["base"]["alpha"]}. Budget: '
+          + (f'equal training FLOPs, those of MACRL in {args.epochs:g} epochs' if args.equal == 'flops' else
+             f'equal steps ({args.epochs:g} epochs)') +
+          f'. Seeds {seeds} for the main rows (mean, then each seed). Evaluation: weighted kNN and a linear probe '
+          f'({args.probe_epochs} epochs, cached features), {args.eval_train} train images as bank / probe training '
+          f'set, scored on {args.eval_test} test images. Hardware: {"; ".join(hw)}. This invocation: '
+          f'{(time.time() - t_all) / 60:.0f} min.', '', f'Command: `{cmd}`', '',
+          '| objective | GFLOP/img | epochs | PFLOP | pretrain min | kNN k=20 | kNN k=200 | linear |',
+          '|---|---|---|---|---|---|---|---|']
+    for name, rs in main_rows.items():
+        if rs:
+            md.append(f'| {name} | {rs[0]["flops_per_img"] / 1e9:.2f} | {rs[0]["epochs"]:g} | {rs[0]["pflops"]:g} | '
+                      f'{_fmt(rs, "train_min")} | ' + ' | '.join(_fmt(rs, k) for k in METRICS) + ' |')
+    for key, rs in ablations:
+        if not rs:
+            continue
+        md += ['', f'## Ablation: {key} (seed {args.seeds[0]})', '',
+               f'| {key} | epochs | kNN k=20 | kNN k=200 | linear | pretrain min |', '|---|---|---|---|---|---|']
+        ref = main_rows.get('macrl', [])[:1]
+        rs = [dict(r, value=f'{settings["base"][key]} (default)') for r in ref] + rs
+        md += [f'| {r["value"]} | {r["epochs"]:g} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | '
+               f'{r["train_min"]} |' for r in rs]
+    (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
+    (out / 'paper_table.json').write_text(json.dumps(dict(rows=main_rows, ablations=ablations, command=cmd,
+                                                          settings=settings), indent=1))
+    for x, path, label in (('minutes', 'paper_curves.png', 'training minutes'),
+                           ('pflops', 'paper_curves_flops.png', 'training PFLOP')):
+        series = {r['name']: [(c[x], c['knn200']) for c in r['curve']] for r in every if r['curve']}
+        if series:
+            line_plot(series, out / path, title='online kNN top-1 (k=200, 2k bank, 1k test images)', xlabel=label)
+    print('\n'.join(md), flush=True)
 
 
 def main():
@@ -79,73 +157,80 @@ def main():
     p.add_argument('--data', required=True)
     p.add_argument('--model', default='macrl_vit_tiny_p4_cifar')
     p.add_argument('--model-args', default='', help='extra timm kwargs as JSON (e.g. a smoke test: {"depth": 2})')
-    p.add_argument('--num-train', type=int, default=4000, help='pretraining subset of the train split')
-    p.add_argument('--epochs', type=int, default=4)
+    p.add_argument('--num-train', type=int, default=0, help='pretraining subset of the train split (0: all)')
+    p.add_argument('--epochs', type=float, default=1.0, help="the budget: MACRL's epochs (fractions allowed)")
+    p.add_argument('--equal', choices=('flops', 'steps'), default='flops')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--blr', type=float, default=1e-3)
-    p.add_argument('--bank-size', type=int, default=2048,
-                   help="~1/4 epoch of keys on the 4,000-image subset (the trainer's 16,384 is ~1/6 epoch of CIFAR-10); "
-                        'a bank holding more than an epoch keeps stale keys of the query image as negatives')
-    p.add_argument('--scale', type=float, default=1.0, help='multiply epochs and num-train (up to the full set)')
+    p.add_argument('--warmup-epochs', type=float, default=0.25, help='at most half of each row\'s steps')
+    p.add_argument('--bank-size', type=int, default=TrainConfig.bank_size)
+    p.add_argument('--alpha', type=float, default=TrainConfig.alpha)
     p.add_argument('--objectives', nargs='+', default=['random', 'macrl', 'mae', 'moco'],
                    help='random: the untrained encoder, the floor every method must clear')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0])
     p.add_argument('--ablations', nargs='*', default=[], help='key=v1,v2 ... (MACRL runs with one option changed)')
     p.add_argument('--eval-train', type=int, default=10000, help='kNN bank / probe train images')
-    p.add_argument('--eval-test', type=int, default=5000)
+    p.add_argument('--eval-test', type=int, default=10000)
     p.add_argument('--probe-epochs', type=int, default=50)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--knn-every', type=float, default=0.25, help='online kNN monitor every N epochs')
+    p.add_argument('--precision', default='auto')
     p.add_argument('--out', default='benchmarks/results')
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    args.epochs = max(1, round(args.epochs * args.scale))
-    base = dict(model=args.model, model_args=args.model_args, data=args.data, num_train=int(args.num_train * args.scale), epochs=args.epochs,
-                batch_size=args.batch_size, blr=args.blr, bank_size=args.bank_size, warmup_epochs=min(1.0, args.epochs / 4), seed=args.seed,
-                knn_every=1, knn_train=2000, knn_test=1000, progress=False, log_every=50, ckpt_every_min=30)
-    settings = dict(base, probe_epochs=args.probe_epochs, eval_train=args.eval_train, eval_test=args.eval_test)
+    n_train = n_images(args)
+    base = dict(model=args.model, model_args=args.model_args, data=args.data, num_train=args.num_train,
+                epochs=max(1, math.ceil(args.epochs)), batch_size=args.batch_size, blr=args.blr,
+                bank_size=args.bank_size, alpha=args.alpha, seed=args.seeds[0], precision=args.precision,
+                knn_every=args.knn_every, knn_train=2000, knn_test=1000, progress=False, log_every=25,
+                ckpt_every_min=30)
+    evals = dict(probe_epochs=args.probe_epochs, eval_train=args.eval_train, eval_test=args.eval_test)
+    settings = dict(base=base, n_train=n_train, equal=args.equal, epochs=args.epochs, **evals)
+    ref_flops = step_flops(TrainConfig(**{k: v for k, v in base.items() if k != 'data'}, objective='macrl'))
+    plans = {}  # row name -> plan, in table order
+    for seed in args.seeds:
+        for obj in args.objectives:
+            name = obj if seed == args.seeds[0] else f'{obj} (seed {seed})'
+            plans[name] = plan(name, {'objective': obj, 'seed': seed}, base, args, n_train, ref_flops)
+    abl_plans = []
+    for spec in args.ablations:
+        key, values = _parse_ablation(spec)
+        abl_plans.append((key, [dict(plan(f'macrl_{key}={v}', {'objective': 'macrl', key: v}, base, args, n_train,
+                                          ref_flops), value=v) for v in values]))
+
+    # rows of an earlier invocation with identical training config and evaluation settings are reused
     cache = {}
     if (out / 'paper_table.json').is_file():
         old = json.loads((out / 'paper_table.json').read_text())
-        if old.get('settings') == settings:
-            cache = {r['name']: r for r in old['rows'] + [r for _, rs in old['ablations'] for r in rs]}
+        if isinstance(old.get('rows'), dict):
+            for r in [r for rs in old['rows'].values() for r in rs] + [r for _, rs in old['ablations'] for r in rs]:
+                cache[json.dumps(dict(r['plan_cfg'], **r['evals']), sort_keys=True)] = r
     t_all = time.time()
-    splits = (load_dataset(args.data, 'train').subset(args.eval_train, seed=args.seed),
-              load_dataset(args.data, 'test').subset(args.eval_test, seed=args.seed))
-    rows = [run_one(obj, base, {'objective': obj}, args, out, splits, cache) for obj in args.objectives]
-    ablations = []
-    for spec in args.ablations:
-        key, values = _parse_ablation(spec)
-        ablations.append((key, [run_one(f'macrl_{key}={v}', base, {'objective': 'macrl', key: v}, args, out, splits,
-                                         cache)
-                                for v in values]))
-    total = (time.time() - t_all) / 60
-    every_row = rows + [r for _, rs in ablations for r in rs]
-    reused = [r['name'] for r in every_row if r['name'] in cache]
     cmd = 'python benchmarks/paper_table.py ' + shlex.join(sys.argv[1:])
-    md = [f'# MACRL vs MAE vs MoCo, in miniature', '',
-          f'{args.model}, {base["num_train"]} CIFAR-10 train images (fixed random subset, seed {args.seed}), '
-          f'{args.epochs} epochs at batch {args.batch_size}, blr {args.blr}, bank {args.bank_size}; evaluation: weighted kNN and a linear '
-          f'probe ({args.probe_epochs} epochs, cached features) with {args.eval_train} train / {args.eval_test} test '
-          f'images. Hardware: {hardware()}. Pretraining wall time per row below; this invocation took {total:.0f} min'
-          + (f' (reused {len(reused)} rows of an earlier invocation with the same settings: {", ".join(reused)})'
-             if reused else '') + '.', '', f'Command: `{cmd}`', '',
-          '| objective | steps | pretrain min | kNN k=20 | kNN k=200 | linear |', '|---|---|---|---|---|---|']
-    md += [f'| {r["name"]} | {r["steps"]} | {r["train_min"]} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | '
-           f'{r["linear"]:.2f} |' for r in rows]
-    for key, rs in ablations:
-        md += ['', f'## Ablation: {key}', '', f'| {key} | kNN k=20 | kNN k=200 | linear | pretrain min |',
-               '|---|---|---|---|---|']
-        ref = next((r for r in rows if r['name'] == 'macrl'), None)
-        if ref is not None:  # the default value: the macrl row of the main table
-            rs = [dict(ref, **{key: f'{getattr(TrainConfig(**base), key)} (default)'})] + rs
-        md += [f'| {r[key]} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | {r["train_min"]} |' for r in rs]
-    (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
-    (out / 'paper_table.json').write_text(json.dumps(dict(rows=rows, ablations=ablations, command=cmd, settings=settings), indent=1))
-    series = {r['name']: r['curve'] for r in every_row if r['curve']}
-    if series:
-        line_plot(series, out / 'paper_curves.png', title='online kNN top-1 (k=200, 2k bank, 1k held out)',
-                  xlabel='epoch')
-    print('\n'.join(md))
+    splits = (load_dataset(args.data, 'train').subset(args.eval_train, seed=0),
+              load_dataset(args.data, 'test').subset(args.eval_test, seed=0))
+    main_rows: Dict[str, List[dict]] = {obj: [] for obj in args.objectives}
+    ablations = [(key, []) for key, _ in abl_plans]
+
+    def do(pl: dict) -> dict:
+        key = json.dumps(dict(pl['cfg'], **evals), sort_keys=True)
+        if key in cache:
+            print(f'reusing {pl["name"]} from {out / "paper_table.json"} (same settings)', flush=True)
+            return cache[key]
+        row = dict(run_one(pl, args, out, splits, n_train), steps=pl['steps'], flops_per_img=pl['flops_per_img'],
+                   plan_cfg=pl['cfg'], evals=evals)
+        print(json.dumps({k: v for k, v in row.items() if k not in ('curve', 'plan_cfg')}), flush=True)
+        return row
+
+    for seed in args.seeds:
+        for obj in args.objectives:
+            name = obj if seed == args.seeds[0] else f'{obj} (seed {seed})'
+            main_rows[obj].append(do(plans[name]))
+            write_outputs(out, args, main_rows, ablations, settings, cmd, t_all)
+    for (key, pls), (_, rows) in zip(abl_plans, ablations):
+        for pl in pls:
+            rows.append(dict(do(pl), value=pl['value']))
+            write_outputs(out, args, main_rows, ablations, settings, cmd, t_all)
 
 
 if __name__ == '__main__':

@@ -79,7 +79,9 @@ class TrainConfig:
     ckpt_every_min: float = 10.0
     ckpt_every_epochs: int = 1
     log_every: int = 10
-    knn_every: int = field(default=0, metadata={'help': 'online kNN monitor every N epochs (0: off)'})
+    knn_every: float = field(default=0, metadata={
+        'help': 'online kNN monitor every N epochs, fractions allowed (e.g. 0.25), and at the end of the schedule '
+                '(0: off)'})
     knn_train: int = 5000
     knn_test: int = 2000
     final_knn: bool = field(default=False, metadata={

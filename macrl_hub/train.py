@@ -86,6 +86,18 @@ def build_macrl(cfg: TrainConfig) -> MACRL:
     return MACRL(encoder, **cfg.macrl_kwargs())
 
 
+def step_flops(cfg: TrainConfig, batch: int = 4) -> float:
+    """FLOPs per image of one training step of `cfg`'s model and objective (both views: masked encoder forward and
+    backward, decoder, momentum forward, bank logits), counted by torch's FlopCounterMode on CPU; the optimizer and
+    the augmentation are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+    m = build_macrl(cfg)
+    x1, x2 = torch.randn(2, batch, 3, *m.img_size).unbind(0)
+    with FlopCounterMode(display=False) as fc:
+        m(x1, x2)['loss'].backward()
+    return fc.get_total_flops() / batch
+
+
 def _param_groups(model: MACRL, weight_decay: float):
     """No weight decay on norms, biases, positional embeddings and the mask token."""
     skip = {f'encoder.{n}' for n in getattr(model.encoder, 'no_weight_decay', lambda: set())()}
@@ -276,6 +288,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     test_data = _test_split(cfg, model.img_size[0]) if master and (cfg.knn_every or cfg.final_knn) else None
     knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master else None
 
+    knn_interval = max(1, round(cfg.knn_every * steps_per_epoch))  # optimizer steps between kNN monitors
+    monitor_s = 0.0  # time spent in monitors by this invocation (its `time` includes them)
     step_limit = step + cfg.max_steps if cfg.max_steps else float('inf')
     max_steps = int(min(total_steps, step_limit))
     first_step = step
@@ -372,14 +386,16 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if pbar:
             pbar.update(1)
         epoch_end = step % steps_per_epoch == 0
-        if knn_sets and epoch_end and (step // steps_per_epoch) % cfg.knn_every == 0:
+        if knn_sets and (step % knn_interval == 0 or step == total_steps):
+            t_mon = time.time()
             with eager():
                 acc = _online_knn(model, knn_sets, device, precision)
+            monitor_s += time.time() - t_mon
             rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
-                       **{f'knn_top1_k{k}': v for k, v in acc.items()})
+                       monitor_s=monitor_s, **{f'knn_top1_k{k}': v for k, v in acc.items()})
             log_f.write(json.dumps(rec) + '\n')
             log_f.flush()
-            print(f'\n  epoch {step // steps_per_epoch}: kNN {acc}', flush=True)
+            print(f'\n  epoch {step / steps_per_epoch:g}: kNN {acc}', flush=True)
             model.train()
         if _any_rank(elapsed >= budget, device):  # every rank stops at the same step
             stop_reason = 'time_budget'

@@ -2,6 +2,7 @@ import hashlib
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +209,13 @@ def test_trainer_picks_explicit_attention_on_cpu_bf16(small_folder, tmp_path, ca
     assert 'precision=bf16 attention=explicit' in capsys.readouterr().out
     train(_cfg(small_folder, tmp_path / 'fp32', max_steps=1, attention='explicit'))
     assert 'precision=fp32 attention=explicit' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('kw,want', [(dict(knn_every=0.5), [3, 6, 9, 12]),  # 6 steps/epoch: every 3 steps
+                                     (dict(knn_every=1, total_steps=10), [6, 10])])  # and at the schedule's end
+def test_online_knn_at_fractions_of_an_epoch_and_at_the_end(small_folder, tmp_path, kw, want):
+    res = train(_cfg(small_folder, tmp_path / 'run', knn_train=48, knn_test=32, **kw))
+    rows = [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
+    assert [r['step'] for r in rows] == want
+    assert all(0 <= r['monitor_s'] <= r['time'] for r in rows)
+    assert [r['monitor_s'] for r in rows] == sorted(r['monitor_s'] for r in rows)
