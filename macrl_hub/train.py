@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from .card import hardware
 from .config import TrainConfig, add_dataclass_args, check_flags, config_from_args, parse_duration
@@ -92,6 +93,8 @@ def step_flops(cfg: TrainConfig, batch: int = 4) -> float:
     the augmentation are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
     m = build_macrl(cfg)
+    if m.bank is not None and m.bank.size:  # a full bank, as after the first steps: its logits count
+        m.bank.enqueue(F.normalize(torch.randn(m.bank.size, m.bank.bank.shape[1]), dim=1))
     x1, x2 = torch.randn(2, batch, 3, *m.img_size).unbind(0)
     with FlopCounterMode(display=False) as fc:
         m(x1, x2)['loss'].backward()
