@@ -94,6 +94,37 @@ def test_contrastive_loss_by_hand_and_bank_after_the_loss(in_batch_negatives):
     torch.testing.assert_close(model.bank.bank[40:40 + 2 * B], torch.cat([k1, k2]), rtol=1e-6, atol=1e-7)
 
 
+# -- views='asymmetric' (the paper's introduction): x1 masked -> main, x2 unmasked -> momentum --------------
+def test_asymmetric_views_by_hand():
+    model = tiny_macrl(bank_size=64, views='asymmetric')
+    model.bank.enqueue(F.normalize(torch.randn(40, 16), dim=1))
+    bank_before = model.bank.negatives().clone()
+    B = 4
+    x1, x2 = _views(B)
+    noise = torch.rand(B, model.num_patches)
+    seen_q, seen_k = [], []
+    enc, mom = model.forward_encoder, model.forward_momentum
+    model.forward_encoder = lambda x, ids: (seen_q.append(x), enc(x, ids))[1]
+    model.forward_momentum = lambda x: (seen_k.append(x), mom(x))[1]
+    with torch.no_grad():
+        ids_keep, ids_restore, mask = _masks(model, noise)
+        latent = enc(x1, ids_keep)
+        q1, k2 = model.project(latent), mom(x2)
+        expected_cl = info_nce(q1, k2, bank_before, model.temperature, model.in_batch_negatives)
+        expected_mim = reconstruction_loss(model.forward_decoder(latent, ids_restore), patchify(x1, model.patch_size),
+                                           mask, model.rec_loss, model.rec_on, model.norm_pix_loss)
+    out = model(x1, x2, mask_noise=noise)
+    (xq,), (xk,) = seen_q, seen_k
+    assert torch.equal(xq, x1) and torch.equal(xk, x2)  # the strong view only in the main branch, the weak one only in the momentum branch
+    torch.testing.assert_close(out['loss_cl'], expected_cl, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out['loss_mim'], expected_mim, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out['loss'], expected_mim + model.alpha * expected_cl, rtol=1e-6, atol=0)
+    assert int(model.bank.filled) == 40 + B  # k2 enqueued after the loss, nothing else
+    torch.testing.assert_close(model.bank.bank[40:40 + B], k2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="unknown views 'strong'"):
+        tiny_macrl(views='strong')
+
+
 # -- x_1 = d(z1): the decoder puts every token back in its place -----------------------------------
 def test_prediction_does_not_depend_on_the_order_of_visible_tokens():
     model = tiny_macrl('mae').eval()
