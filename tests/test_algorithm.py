@@ -273,3 +273,26 @@ def test_solarization_only_in_view_1():
     assert (f >= 0.5).any() and (f < 0.5).any()
     torch.testing.assert_close(v1, torch.where(f >= 0.5, 1.0 - f, f), rtol=0, atol=1e-5)  # solarised
     torch.testing.assert_close(v2, f, rtol=0, atol=1e-5)  # untouched
+
+
+# -- fine-tuning: timm's layer-wise lr decay reaches eval_finetune's updates --------------------------------
+@pytest.mark.parametrize('layer_decay', [0.5, 1.0])
+def test_layer_decay_scales_per_block_updates_inside_eval_finetune(small_folder, layer_decay):  # noqa: F811
+    """One AdamW step moves each weight by ~lr x its group's lr_scale (Adam's first step is sign-like), so the
+    mean |update| of block 0 over block 1 is the decay (2 blocks: scales decay^2, decay^1, head 1)."""
+    from conftest import tiny_encoder
+    from macrl_hub.evaluate import eval_finetune
+    torch.manual_seed(0)
+    model = tiny_encoder()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    eval_finetune(model, str(small_folder), epochs=1, batch_size=32, n_train=32, n_test=32, lr=1e-3,
+                  weight_decay=0.0, layer_decay=layer_decay, warmup_epochs=0, precision='fp32',
+                  device=torch.device('cpu'))
+    after = model.state_dict()
+
+    def step(prefix):
+        return torch.cat([(after[k] - before[k]).abs().flatten() for k in before if k.startswith(prefix)
+                          and after[k].dtype.is_floating_point]).mean().item()
+
+    ratio = step('blocks.0.') / step('blocks.1.')
+    assert ratio == pytest.approx(layer_decay, rel=0.1), f'block 0 / block 1 update ratio {ratio:.3f}'
