@@ -2,7 +2,7 @@
 
     python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz --seeds 0 1      # CPU: ~90 min, 2 cores
     python benchmarks/paper_table.py --data ... --ablations alpha=1 rec_on=visible bank_size=0,65536 mask_ratio=0.9
-    python benchmarks/paper_table.py --data ... --epochs 20 --batch-size 512 --blr 3.75e-4 --seeds 0 1   # a GPU
+    bash benchmarks/gpu_paper_table.sh       # on a GPU, one device call (benchmarks/gpu_paper_table_rehearse.sh first)
 
 Budget: `--equal flops` (default) gives every row the training FLOPs that MACRL spends in `--epochs` epochs of
 the whole train split (FLOPs per image counted by torch's FlopCounterMode for each row's own configuration), so
@@ -57,8 +57,9 @@ def _parse_ablation(spec: str):
 
 
 def evaluate(enc, data: str, splits, probe_epochs: int) -> dict:
-    """kNN (k=20, 200) and a linear probe from one pass of feature extraction."""
-    ev = eval_knn_linear(enc, data, epochs=probe_epochs, splits=splits)
+    """kNN (k=20, 200) and a linear probe from one pass of feature extraction (on the GPU where there is one)."""
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    ev = eval_knn_linear(enc.to(device), data, epochs=probe_epochs, splits=splits, device=device)
     return dict(knn20=ev['knn_top1_k20'], knn200=ev['knn_top1_k200'], linear=ev['linear_top1'])
 
 
@@ -80,7 +81,7 @@ def plan(name: str, overrides: Dict[str, Any], base: Dict[str, Any], args, n_tra
 def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
     """Train one row and evaluate it; 'random' evaluates the untrained encoder (the floor every method must clear)."""
     cfg = p['cfg']
-    run_dir = out / 'runs' / p['name']
+    run_dir = Path(args.runs_dir or out / 'runs') / p['name']
     if cfg['objective'] == 'random':
         torch.manual_seed(cfg['seed'])
         enc = timm.create_model(args.model, **json.loads(args.model_args or '{}'))
@@ -175,6 +176,8 @@ def main():
     p.add_argument('--knn-every', type=float, default=0.25, help='online kNN monitor every N epochs')
     p.add_argument('--precision', default='auto')
     p.add_argument('--out', default='benchmarks/results')
+    p.add_argument('--runs-dir', default='', help="where each row's scratch training run goes (default <out>/runs)")
+    p.add_argument('--compile', action='store_true', help='torch.compile the blocks (each row compiles anew)')
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +186,7 @@ def main():
                 epochs=max(1, math.ceil(args.epochs)), batch_size=args.batch_size, blr=args.blr,
                 bank_size=args.bank_size, alpha=args.alpha, seed=args.seeds[0], precision=args.precision,
                 knn_every=args.knn_every, knn_train=2000, knn_test=1000, progress=False, log_every=25,
-                ckpt_every_min=30)
+                ckpt_every_min=30, **({'compile': True} if args.compile else {}))  # only where asked: row keys
     evals = dict(probe_epochs=args.probe_epochs, eval_train=args.eval_train, eval_test=args.eval_test)
     settings = dict(base=base, n_train=n_train, equal=args.equal, epochs=args.epochs, **evals)
     ref_flops = step_flops(TrainConfig(**{k: v for k, v in base.items() if k != 'data'}, objective='macrl'))

@@ -35,3 +35,5 @@ macrl eval classify --model ${NAME}_lin --data "$DATA" --json-out "$RUN/classify
 macrl export "$CK" --name ${NAME}_lin "${HALF[@]}" --head "$RUN/head.safetensors" --eval-json "${EVALS[@]}" "$RUN/classify.json" \
     --overwrite
 python benchmarks/register_weights.py ${NAME}_lin  # unchanged weights: the same sha256
+# 5) results/ (one row per published tag, from the cards)
+python -m macrl_hub.results

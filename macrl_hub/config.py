@@ -10,11 +10,15 @@ __all__ = ['TrainConfig', 'add_dataclass_args', 'config_from_args', 'parse_durat
 #: TrainConfig fields passed to `MACRL(...)`.
 MACRL_KEYS = ('objective', 'mask_ratio', 'decoder_dim', 'decoder_depth', 'decoder_heads', 'rec_loss', 'rec_on',
               'norm_pix_loss', 'proj_hidden_dim', 'proj_dim', 'bank_size', 'temperature', 'alpha',
-              'in_batch_negatives', 'freeze_patch_embed')
+              'in_batch_negatives', 'freeze_patch_embed', 'views')
 
 
 @dataclass
 class TrainConfig:
+    recipe: str = field(default='fast', metadata={
+        'help': "fast | paper: a named set of defaults (macrl_hub/recipes.py); flags given override it. fast: "
+                "these defaults; paper: the paper's CIFAR settings (ViT-512/4, 2,000 epochs, batch 2,048, bank "
+                "65,536, loss on visible tokens, ...)"})
     # what to train, on what
     model: str = field(default='macrl_vit_tiny_p4_cifar', metadata={'help': 'timm architecture (any ViT)'})
     model_args: str = field(default='', metadata={'help': 'extra timm.create_model kwargs as JSON, e.g. \'{"depth": 6}\''})
@@ -58,6 +62,10 @@ class TrainConfig:
     alpha: float = 0.1
     in_batch_negatives: bool = True
     freeze_patch_embed: bool = False
+    views: str = field(default='both', metadata={
+        'help': "both: each view masked in the main branch and unmasked in the momentum branch (Algorithm 1); "
+                "asymmetric: view 1 (strong) masked -> main only, view 2 (weak) unmasked -> momentum only (the "
+                "paper's introduction)"})
     drop_path: float = 0.0
     # augmentation
     crop_min: float = 0.2

@@ -2,7 +2,9 @@
 
 Small-image SSL on a 2-core machine is decode- and Python-bound if done per image per epoch, so a
 split is decoded once into a `(N, 3, H, W)` uint8 tensor (CIFAR-10 train: 150 MB) and every epoch
-works batch-wise on tensors (`macrl_hub.transforms`).
+works batch-wise on tensors (`macrl_hub.transforms`). For your own training loop, `ImageDataset` wraps the same
+splits as a `torch.utils.data.Dataset` of `(PIL image, label)` pairs, the input of timm's `create_transform`
+and of any torchvision transform.
 
 `--data` accepts:
   cifar10 | cifar100                 torchvision, downloaded to $MACRL_DATA or ~/.cache/macrl when online
@@ -16,13 +18,14 @@ import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ['ImageTensors', 'load_dataset', 'decode_images', 'default_data', 'IMG_EXTENSIONS', 'DataError']
+__all__ = ['ImageTensors', 'ImageDataset', 'load_dataset', 'decode_images', 'default_data', 'IMG_EXTENSIONS',
+           'DataError']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
@@ -260,3 +263,42 @@ def load_dataset(spec: str, split: str = 'train', size: Optional[int] = None, on
     images, keep = decode_images(blobs, names, size=size, on_error=on_error)
     labels_t = torch.tensor(labels, dtype=torch.long)[keep]
     return ImageTensors(images, labels_t, classes, str(path), skipped=len(blobs) - len(keep))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A split as a map-style Dataset of `(transform(PIL RGB image), int label)`, like torchvision's ImageFolder.
+
+        ds = ImageDataset('path/to/cifar10-jpeg.tar.xz', 'train', transform=timm.data.create_transform(32))
+        ds = ImageDataset('cifar10', 'test')          # torchvision CIFAR-10; items are (PIL.Image, int)
+
+    `source` is anything `load_dataset` reads (cifar10 | cifar100 | folder | tar archive; see the module
+    docstring) or an already loaded `ImageTensors`. The split is decoded once into memory (uint8); each item
+    is converted to a PIL image on access, so DataLoader workers share the decoded array. `size` resizes
+    (shorter side) and center-crops images that are not size x size while loading; None keeps them as they are
+    (then all images must share one size). Attributes as in torchvision: `classes`, `class_to_idx`, `targets`.
+    """
+
+    def __init__(self, source: Union[str, ImageTensors], split: str = 'train', transform=None,
+                 target_transform=None, size: Optional[int] = None, on_error: str = 'skip'):
+        self.data = source if isinstance(source, ImageTensors) else load_dataset(source, split, size, on_error)
+        self.transform, self.target_transform = transform, target_transform
+        self.classes = list(self.data.classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.targets = self.data.labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        img = Image.fromarray(self.data.images[i].permute(1, 2, 0).numpy())  # (H, W, 3) uint8 -> RGB
+        target = self.targets[i]
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return img, target
+
+    def __repr__(self) -> str:
+        return (f'ImageDataset({self.data.source!r}, {len(self)} images, {len(self.classes)} classes, '
+                f'transform={self.transform})')

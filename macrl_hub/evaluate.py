@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import default_data, load_dataset
+from .data import ImageDataset, default_data, load_dataset
 from .features import data_config, extract_features
 from .knn import knn_accuracy
 from .precision import autocast, resolve_precision
@@ -169,20 +169,6 @@ def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save
             'label_names': train.classes}
 
 
-class _TensorImages(torch.utils.data.Dataset):
-    """uint8 tensors -> PIL -> a torchvision/timm transform (for the per-image fine-tuning aug)."""
-
-    def __init__(self, images, labels, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-        return self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy())), self.labels[i]
-
-
 def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 128, lr: float = 1.5e-3,
                   weight_decay: float = 0.05, layer_decay: float = 0.75, smoothing: float = 0.1,
                   warmup_epochs: int = 5, n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
@@ -214,7 +200,7 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     opt = create_optimizer_v2(model, 'adamw', lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
-        _TensorImages(train.images, train.labels, finetune_transform(size, mean, std)), batch_size=batch_size,
+        ImageDataset(train, transform=finetune_transform(size, mean, std)), batch_size=batch_size,
         shuffle=True, drop_last=True, num_workers=workers, generator=gen)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:

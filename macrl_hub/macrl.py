@@ -23,6 +23,11 @@ Choices where the paper is silent or ambiguous (each an argument; see README "De
 - `alpha=0.1`: "the contrastive loss is scaled down by a factor of alpha (e.g., 10)".
 - `in_batch_negatives=True`: the other keys of the batch are negatives too (MoCo v3), besides the bank.
 - `temperature=0.2` (MoCo v2/v3), projector hidden 2048, momentum 0.99 -> 1 (cosine, BYOL).
+- `views='both'`: the paper contradicts itself. Algorithm 1, Figure 2 and "a symmetric loss is imposed for the
+  two different augmented views in both branches" feed both views to both branches (masked in the main branch,
+  unmasked in the momentum branch). Its introduction gives the stronger view (masked) to the main branch and the
+  weaker one (unmasked) to the momentum branch only: `views='asymmetric'` is that reading: q1 from x1 alone,
+  k2 from x2 alone, loss ctr(q1, k2) + rec(d(z1), x1), half the encoder work per step.
 """
 import copy
 from typing import Dict, Optional
@@ -39,9 +44,10 @@ from .memory_bank import MemoryBank
 from .momentum import update_momentum
 from .projector import Projector
 
-__all__ = ['MACRL', 'OBJECTIVES']
+__all__ = ['MACRL', 'OBJECTIVES', 'VIEWS']
 
 OBJECTIVES = ('macrl', 'mae', 'moco')
+VIEWS = ('both', 'asymmetric')
 
 
 class MACRL(nn.Module):
@@ -63,6 +69,7 @@ class MACRL(nn.Module):
             alpha: float = 0.1,
             in_batch_negatives: bool = True,
             freeze_patch_embed: bool = False,
+            views: str = 'both',
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -71,6 +78,8 @@ class MACRL(nn.Module):
             raise ValueError(f'unknown rec_loss {rec_loss!r}; allowed: {REC_LOSSES}')
         if rec_on not in REC_ON:
             raise ValueError(f'unknown rec_on {rec_on!r}; allowed: {REC_ON}')
+        if views not in VIEWS:
+            raise ValueError(f'unknown views {views!r}; allowed: {VIEWS}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature!r}')
         for attr in ('patch_embed', 'blocks', '_pos_embed', 'forward_head', 'num_prefix_tokens'):
@@ -86,6 +95,7 @@ class MACRL(nn.Module):
                              f"nothing to reconstruct; use mask_ratio > 0, or rec_on='visible' or 'all'")
         self.rec_loss, self.rec_on, self.norm_pix_loss = rec_loss, rec_on, norm_pix_loss
         self.temperature, self.alpha, self.in_batch_negatives = temperature, alpha, in_batch_negatives
+        self.views = views
 
         self.encoder = encoder
         pe = encoder.patch_embed
@@ -113,7 +123,7 @@ class MACRL(nn.Module):
             objective=objective, mask_ratio=mask_ratio, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
             decoder_heads=decoder_heads, rec_loss=rec_loss, rec_on=rec_on, norm_pix_loss=norm_pix_loss,
             proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim, bank_size=bank_size, temperature=temperature,
-            alpha=alpha, in_batch_negatives=in_batch_negatives, freeze_patch_embed=freeze_patch_embed)
+            alpha=alpha, in_batch_negatives=in_batch_negatives, freeze_patch_embed=freeze_patch_embed, views=views)
 
     # -- steps ------------------------------------------------------------------------------------
     def check_views(self, x1: Tensor, x2: Tensor) -> None:
@@ -153,13 +163,23 @@ class MACRL(nn.Module):
         return F.normalize(self.momentum_projector(w).float(), dim=1)
 
     def forward_loss_mim(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """imgs: (2B, C, H, W), pred: (2B, L, p*p*C), mask: (2B, L) -> rec(x_1, x1) + rec(x_2, x2)."""
+        """imgs: (VB, C, H, W), pred: (VB, L, p*p*C), mask: (VB, L) -> rec(x_1, x1) + rec(x_2, x2)
+        (V = 2 views; with views='asymmetric' V = 1: rec(x_1, x1))."""
         target = patchify(imgs, self.patch_size)
+        v = 2 if self.views == 'both' else 1
         return sum(reconstruction_loss(p, t, m, self.rec_loss, self.rec_on, self.norm_pix_loss)
-                   for p, t, m in zip(pred.chunk(2), target.chunk(2), mask.chunk(2)))
+                   for p, t, m in zip(pred.chunk(v), target.chunk(v), mask.chunk(v)))
 
     def forward_loss_cl(self, q: Tensor, k: Tensor) -> Tensor:
-        """q, k: (2B, proj_dim) for both views -> ctr(q1, k2) + ctr(q2, k1); enqueues k1, k2."""
+        """q, k: (2B, proj_dim) for both views -> ctr(q1, k2) + ctr(q2, k1); enqueues k1, k2.
+        With views='asymmetric': q = q1, k = k2, each (B, proj_dim) -> ctr(q1, k2); enqueues k2."""
+        if self.views == 'asymmetric':
+            k2 = all_gather_nograd(k)  # (world * B, proj_dim)
+            neg = self.bank.negatives().clone() if self.bank.size else None
+            loss = info_nce(q, k2, neg, self.temperature, self.in_batch_negatives, rank() * q.shape[0])
+            if self.training:
+                self.bank.enqueue(k2)
+            return loss
         q1, q2 = q.chunk(2)
         k1, k2 = (all_gather_nograd(t) for t in k.chunk(2))  # (world * B, proj_dim), rank order
         offset = rank() * q1.shape[0]
@@ -174,11 +194,12 @@ class MACRL(nn.Module):
                 mask_noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """x1 (stronger view), x2 (weaker view): (B, C, H, W) -> named losses.
 
-        The masks come from `mask_noise` (2B, L) if given (rows: view 1 then view 2), else from
-        `generator` (on x's device), else from the global RNG.
+        The masks come from `mask_noise` (2B, L) if given (rows: view 1 then view 2; (B, L) with
+        views='asymmetric'), else from `generator` (on x's device), else from the global RNG.
         """
         self.check_views(x1, x2)
-        x = torch.cat([x1, x2])  # (2B, C, H, W): one pass per network for both views
+        both = self.views == 'both'
+        x = torch.cat([x1, x2]) if both else x1  # main branch: (2B or B, C, H, W), one pass for both views
         ids_keep = ids_restore = mask = None
         if self.mask_ratio > 0:
             ids_keep, ids_restore, mask = random_masking(
@@ -193,7 +214,7 @@ class MACRL(nn.Module):
             out['loss_mim'] = self.forward_loss_mim(x, self.forward_decoder(latent, ids_restore), mask)
             loss = loss + out['loss_mim']
         if self.projector is not None:
-            out['loss_cl'] = self.forward_loss_cl(self.project(latent), self.forward_momentum(x))
+            out['loss_cl'] = self.forward_loss_cl(self.project(latent), self.forward_momentum(x if both else x2))
             loss = loss + (self.alpha if self.objective == 'macrl' else 1.0) * out['loss_cl']
         out['loss'] = loss
         return out

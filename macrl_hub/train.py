@@ -6,6 +6,7 @@ One process (CPU or one GPU):
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
     macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
+    macrl train --recipe paper --data ... --out runs/paper   # the paper's settings (macrl_hub/recipes.py)
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
     torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
@@ -38,6 +39,7 @@ from .distributed import is_dist, rank, world_size
 from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
+from .recipes import apply_recipe
 from .runtime import choose_attention, keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save
@@ -579,6 +581,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     given = argparse.ArgumentParser(add_help=False)
     add_dataclass_args(given, suppress_defaults=True)
     given = vars(given.parse_known_args(argv)[0])
+    cfg = apply_recipe(cfg, given)  # the recipe's values where no flag was given
     if cfg.resume:  # `--out X --resume auto` is enough: the run's own settings come from its checkpoint
         cfg = resumed_config(cfg, given)
     check_flags(cfg.objective, given)

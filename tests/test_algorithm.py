@@ -94,6 +94,37 @@ def test_contrastive_loss_by_hand_and_bank_after_the_loss(in_batch_negatives):
     torch.testing.assert_close(model.bank.bank[40:40 + 2 * B], torch.cat([k1, k2]), rtol=1e-6, atol=1e-7)
 
 
+# -- views='asymmetric' (the paper's introduction): x1 masked -> main, x2 unmasked -> momentum --------------
+def test_asymmetric_views_by_hand():
+    model = tiny_macrl(bank_size=64, views='asymmetric')
+    model.bank.enqueue(F.normalize(torch.randn(40, 16), dim=1))
+    bank_before = model.bank.negatives().clone()
+    B = 4
+    x1, x2 = _views(B)
+    noise = torch.rand(B, model.num_patches)
+    seen_q, seen_k = [], []
+    enc, mom = model.forward_encoder, model.forward_momentum
+    model.forward_encoder = lambda x, ids: (seen_q.append(x), enc(x, ids))[1]
+    model.forward_momentum = lambda x: (seen_k.append(x), mom(x))[1]
+    with torch.no_grad():
+        ids_keep, ids_restore, mask = _masks(model, noise)
+        latent = enc(x1, ids_keep)
+        q1, k2 = model.project(latent), mom(x2)
+        expected_cl = info_nce(q1, k2, bank_before, model.temperature, model.in_batch_negatives)
+        expected_mim = reconstruction_loss(model.forward_decoder(latent, ids_restore), patchify(x1, model.patch_size),
+                                           mask, model.rec_loss, model.rec_on, model.norm_pix_loss)
+    out = model(x1, x2, mask_noise=noise)
+    (xq,), (xk,) = seen_q, seen_k
+    assert torch.equal(xq, x1) and torch.equal(xk, x2)  # the strong view only in the main branch, the weak one only in the momentum branch
+    torch.testing.assert_close(out['loss_cl'], expected_cl, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out['loss_mim'], expected_mim, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out['loss'], expected_mim + model.alpha * expected_cl, rtol=1e-6, atol=0)
+    assert int(model.bank.filled) == 40 + B  # k2 enqueued after the loss, nothing else
+    torch.testing.assert_close(model.bank.bank[40:40 + B], k2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="unknown views 'strong'"):
+        tiny_macrl(views='strong')
+
+
 # -- x_1 = d(z1): the decoder puts every token back in its place -----------------------------------
 def test_prediction_does_not_depend_on_the_order_of_visible_tokens():
     model = tiny_macrl('mae').eval()
@@ -242,3 +273,26 @@ def test_solarization_only_in_view_1():
     assert (f >= 0.5).any() and (f < 0.5).any()
     torch.testing.assert_close(v1, torch.where(f >= 0.5, 1.0 - f, f), rtol=0, atol=1e-5)  # solarised
     torch.testing.assert_close(v2, f, rtol=0, atol=1e-5)  # untouched
+
+
+# -- fine-tuning: timm's layer-wise lr decay reaches eval_finetune's updates --------------------------------
+@pytest.mark.parametrize('layer_decay', [0.5, 1.0])
+def test_layer_decay_scales_per_block_updates_inside_eval_finetune(small_folder, layer_decay):  # noqa: F811
+    """One AdamW step moves each weight by ~lr x its group's lr_scale (Adam's first step is sign-like), so the
+    mean |update| of block 0 over block 1 is the decay (2 blocks: scales decay^2, decay^1, head 1)."""
+    from conftest import tiny_encoder
+    from macrl_hub.evaluate import eval_finetune
+    torch.manual_seed(0)
+    model = tiny_encoder()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    eval_finetune(model, str(small_folder), epochs=1, batch_size=32, n_train=32, n_test=32, lr=1e-3,
+                  weight_decay=0.0, layer_decay=layer_decay, warmup_epochs=0, precision='fp32',
+                  device=torch.device('cpu'))
+    after = model.state_dict()
+
+    def step(prefix):
+        return torch.cat([(after[k] - before[k]).abs().flatten() for k in before if k.startswith(prefix)
+                          and after[k].dtype.is_floating_point]).mean().item()
+
+    ratio = step('blocks.0.') / step('blocks.1.')
+    assert ratio == pytest.approx(layer_decay, rel=0.1), f'block 0 / block 1 update ratio {ratio:.3f}'

@@ -1,0 +1,39 @@
+"""results/ (CSV + Markdown) agrees with model_cards/, and goes stale when a card changes."""
+import csv
+import shutil
+
+from huggingface_hub import metadata_load
+
+from macrl_hub.results import ROOT, main, results_rows
+
+CARDS = ROOT / 'model_cards'
+
+
+def test_committed_results_agree_with_the_cards():
+    assert main(['--check']) == 0, 'results/ is stale: run `python -m macrl_hub.results`'
+    rows = list(csv.DictReader((ROOT / 'results' / 'results-macrl.csv').open()))
+    assert sorted(r['model'] for r in rows) == sorted(d.name for d in CARDS.iterdir() if (d / 'README.md').is_file())
+    for r in rows:  # read back independently of macrl_hub.results: the card's own metadata
+        metrics = {m['name']: m['value'] for m in
+                   metadata_load(CARDS / r['model'] / 'README.md')['model-index'][0]['results'][0]['metrics']}
+        assert float(r['knn_top1_k200']) == metrics['kNN top-1 (k=200)']
+        assert float(r['linear_top1']) == metrics['linear probe top-1']
+        assert r['pretrain_min'] and r['pretrain_hardware'] and float(r['param_count_m']) > 1
+
+
+def test_a_changed_card_makes_results_stale(tmp_path):
+    cards = tmp_path / 'cards'
+    for d in CARDS.iterdir():
+        if (d / 'README.md').is_file():
+            (cards / d.name).mkdir(parents=True)
+            shutil.copy(d / 'README.md', cards / d.name / 'README.md')
+    out = tmp_path / 'results'
+    assert main(['--cards', str(cards), '--out', str(out)]) == 0
+    assert main(['--cards', str(cards), '--out', str(out), '--check']) == 0
+    name = sorted(p.name for p in cards.iterdir())[0]
+    card = cards / name / 'README.md'
+    old = metadata_load(card)['model-index'][0]['results'][0]['metrics'][1]['value']  # kNN k=200
+    card.write_text(card.read_text().replace(f'value: {old}\n', 'value: 12.34\n', 1))
+    assert main(['--cards', str(cards), '--out', str(out), '--check']) == 1
+    row = next(r for r in results_rows(cards) if r['model'] == name)
+    assert row['knn_top1_k200'] == 12.34
