@@ -3,8 +3,9 @@
     model = torch.hub.load('macrl-hub/macrl-hub', 'macrl_vit_tiny_p4_cifar', pretrained=True)
     model = torch.hub.load('path/to/checkout', 'macrl_vit_tiny_p4_cifar', source='local', pretrained=True)
 
-Weights inside the checkout (model_cards/<arch>.<tag>/model.safetensors) are used first, so no
-Hugging Face access is needed for published tags; `tag=` picks a non-default one (e.g. 'cifar10_lin').
+Weights in $MACRL_WEIGHTS_DIR (filled by `macrl download`), then inside the checkout
+(model_cards/<arch>.<tag>/model.safetensors) are used before the Hub, so no Hugging Face access is needed
+for published tags; `tag=` picks a non-default one (e.g. 'cifar10_lin').
 """
 dependencies = ['torch', 'timm', 'safetensors', 'huggingface_hub']
 

@@ -13,6 +13,7 @@ _COMMANDS = {
     'train': ('macrl_hub.train', 'pretrain an encoder with MACRL / MAE / MoCo'),
     'eval': ('macrl_hub.evaluate', 'kNN, linear probe or fine-tune evaluation'),
     'models': ('macrl_hub.listing', 'list architectures and pretrained tags'),
+    'download': ('macrl_hub.download', 'fetch published weights into a local weights folder (MACRL_WEIGHTS_DIR)'),
     'export': ('macrl_hub.export', 'write model_cards/<arch>.<tag>/ from a checkpoint'),
     'push': ('macrl_hub.push', 'upload a model folder to the Hugging Face Hub'),
     'viz': ('macrl_hub.viz', 'attention maps and reconstructions'),

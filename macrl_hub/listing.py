@@ -1,9 +1,13 @@
-"""`macrl models`: architectures, pretrained tags, and where their weights are available."""
+"""`macrl models`: architectures, pretrained tags, and where their weights are available.
+
+Published tags are registered in timm (`timm.list_pretrained('macrl_*')`); planned ones (declared, not trained
+yet) are listed here only.
+"""
 import argparse
 from typing import Optional
 
 from .models import MACRL_ARCHS
-from .pretrained import PUBLISHED, hub_repo_id, local_weights_path
+from .pretrained import PUBLISHED, hub_repo_id, local_sources
 
 __all__ = ['main']
 
@@ -17,7 +21,6 @@ def main(argv: Optional[list] = None) -> None:
         for name, sha in PUBLISHED.items():
             if name.split('.')[0] != arch:
                 continue
-            local = local_weights_path(name)
-            where = ('local: ' + str(local)) if local.is_file() else (f'hub: {hub_repo_id(name)}' if sha else '')
-            state = 'published' if sha else 'not trained yet'
-            print(f'    .{name.split(".", 1)[1]:14s} {state:16s} {where}')
+            local = next((path for _, path in local_sources(name) if path.is_file()), None)
+            where = ('no weights yet' if not sha else f'local: {local}' if local else f'hub: {hub_repo_id(name)}')
+            print(f'    .{name.split(".", 1)[1]:14s} {"published" if sha else "planned":10s} {where}')

@@ -18,7 +18,7 @@ Names (`arch.tag`; `timm.list_models('macrl_*')`, `timm.list_pretrained('macrl_*
   macrl_vit_medium_p8_64       512-d, 12 layers, 4 heads, 64x64, patch 8   (paper's Tiny-ImageNet)
   macrl_vit_medium_d4_p16_224  512-d,  4 layers, 4 heads, 224x224, patch 16 (paper's Imagenette/woof)
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter_fn
 
-from .pretrained import PUBLISHED, resolve_weights
+from .pretrained import DEFAULT_HF_ORG, PUBLISHED, published_name, resolve_weights
 from .weights import load_safetensors
 
 __all__ = ['MACRL_ARCHS', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
@@ -123,17 +123,31 @@ _TAG_CFGS: Dict[str, Dict[str, Any]] = {
     'imagewoof': dict(_in1k, input_size=(3, 224, 224), crop_pct=0.875),
 }
 
-# One entry per published-or-declared tag; the first tag of an arch is its default.
-default_cfgs = generate_default_cfgs({
-    name: _cfg(hf_hub_id=f'macrl-hub/{name}', **_TAG_CFGS[name.split('.')[1]]) for name in PUBLISHED
-})
+
+def _timm_cfgs(table: Dict[str, Optional[str]], archs: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+    """timm cfgs for `table` (arch.tag -> sha256 or None): one per published tag, first published = default.
+
+    A planned tag (sha256 None) is not registered, so `timm.list_pretrained` lists exactly what loads. An arch
+    with no published tag gets one weightless cfg under its bare name (timm builds from an arch's default cfg),
+    with the preprocessing of its first planned tag.
+    """
+    cfgs = {name: _cfg(hf_hub_id=f'{DEFAULT_HF_ORG}/{name}', **_TAG_CFGS[name.split('.')[1]])
+            for name, sha in table.items() if sha}
+    for arch in archs:
+        if not any(name.split('.')[0] == arch for name in cfgs):
+            planned = [name.split('.')[1] for name in table if name.split('.')[0] == arch]
+            cfgs[arch] = _cfg(**_TAG_CFGS[planned[0]]) if planned else _cfg()
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_timm_cfgs(PUBLISHED, MACRL_ARCHS))
 
 
 def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
     """Local-first, sha256-checked weight resolution, handed to timm as an in-memory state dict.
 
     A user's own `pretrained_cfg_overlay` naming a source (file, url, hf_hub_id, state_dict) wins,
-    as in timm.
+    as in timm. A planned tag (or an arch with none published) raises PretrainedWeightsError naming what exists.
     """
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     if any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
@@ -143,8 +157,10 @@ def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
         return  # an explicit cfg dict: timm resolves it as given
     tags = [n.split('.', 1)[1] for n in PUBLISHED if n.split('.')[0] == variant]
     if cfg is not None and cfg not in tags:
-        raise ValueError(f'unknown pretrained tag {cfg!r} for {variant}; available: {tags}')
-    name = f'{variant}.{cfg or tags[0]}'
+        published = [t for t in tags if PUBLISHED[f'{variant}.{t}']]
+        raise ValueError(f'unknown pretrained tag {cfg!r} for {variant}; available: {published}, '
+                         f'planned (no weights yet): {[t for t in tags if t not in published]}')
+    name = published_name(f'{variant}.{cfg}' if cfg else variant)
     overlay['state_dict'] = load_safetensors(resolve_weights(name))
     kwargs['pretrained_cfg_overlay'] = overlay
 

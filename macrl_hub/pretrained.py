@@ -1,26 +1,32 @@
 """Where published MACRL weights live, and the one resolver that finds and checks them.
 
 One table (`PUBLISHED`) maps `arch.tag` to the sha256 of its `model.safetensors` (open_clip's
-habit: one table, helpers read it). `resolve_weights()` looks local-first, then on the Hugging Face
-Hub, and refuses a file whose hash differs from the table. Only safetensors are ever loaded here.
+habit: one table, helpers read it); a tag whose sha256 is None is planned, not trained, and is not
+registered in timm. `resolve_weights()` looks in the weights folder (`MACRL_WEIGHTS_DIR`, filled by
+`macrl download`), then in a checkout's `model_cards/`, then on the Hugging Face Hub, and refuses a
+file whose hash differs from the table. Only safetensors are ever loaded here.
 """
 import hashlib
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 __all__ = [
-    'PUBLISHED', 'DEFAULT_HF_ORG', 'MODEL_CARDS_DIR', 'hf_org', 'hub_repo_id', 'local_weights_path',
-    'resolve_weights', 'sha256_file', 'list_published', 'PretrainedWeightsError',
+    'PUBLISHED', 'DEFAULT_HF_ORG', 'MODEL_CARDS_DIR', 'HUB_TIMEOUT_S', 'hf_org', 'hub_repo_id', 'hub_endpoint',
+    'local_weights_path', 'weights_dir', 'local_sources', 'hub_unreachable', 'resolve_weights', 'sha256_file',
+    'check_sha256', 'list_published', 'list_planned', 'published_name', 'PretrainedWeightsError',
 ]
 
 #: The Hugging Face organisation our weights are published under (override: `MACRL_HF_ORG`).
 DEFAULT_HF_ORG = 'macrl-hub'
-#: `model_cards/` of a checkout or editable install: one folder per published `arch.tag`.
+#: `model_cards/` of a checkout or editable install: one folder per published `arch.tag`. A wheel has none.
 MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / 'model_cards'
 WEIGHTS_FILE = 'model.safetensors'
+#: How long one question to the Hub may take before it counts as unreachable (one try, no retries).
+HUB_TIMEOUT_S = 5.0
 
-#: arch.tag -> sha256 of model.safetensors, or None while the tag is declared but not yet trained.
+#: arch.tag -> sha256 of model.safetensors, or None while the tag is planned (declared, not trained yet); only
+#: tags with a sha256 are registered in timm.
 PUBLISHED: Dict[str, Optional[str]] = {
     'macrl_vit_tiny_p4_cifar.cifar10': '5e948a920fc61a44ef3fe3e86940caf3d5f414fa19270be53cada89d04cf72fc',
     'macrl_vit_tiny_p4_cifar.cifar10_lin': '616a1cf657b72a5a5bbc5e49802412721c6544bb26aff6df9c46e0500ae04bdb',
@@ -49,12 +55,66 @@ def hub_repo_id(name: str) -> str:
     return f'{hf_org()}/{name}'
 
 
+def hub_endpoint() -> str:
+    """The Hub (or mirror) to ask: `HF_ENDPOINT` read now, so setting it after `import huggingface_hub` works."""
+    from huggingface_hub import constants
+    return (os.environ.get('HF_ENDPOINT') or constants.ENDPOINT).rstrip('/')
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+    return constants.is_offline_mode() or os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE')
+
+
 def local_weights_path(name: str) -> Path:
+    """Where a checkout keeps `arch.tag`'s weights (model_cards/)."""
     return MODEL_CARDS_DIR / name / WEIGHTS_FILE
+
+
+def weights_dir() -> Path:
+    """The local weights folder (`arch.tag/` model folders): `MACRL_WEIGHTS_DIR`, else a per-user cache folder."""
+    env = os.environ.get('MACRL_WEIGHTS_DIR')
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'macrl-hub' / 'weights'
+
+
+def local_sources(name: str) -> List[Tuple[str, Path]]:
+    """(where, path) of every local copy of `arch.tag`'s weights the resolver tries, in order."""
+    env = os.environ.get('MACRL_WEIGHTS_DIR')
+    where = f'MACRL_WEIGHTS_DIR={env}' if env else 'the default weights folder (MACRL_WEIGHTS_DIR is not set)'
+    sources = [(where, weights_dir() / name / WEIGHTS_FILE)]
+    if MODEL_CARDS_DIR.is_dir():  # a checkout; a wheel's site-packages/../model_cards never exists
+        sources.append(("this checkout's model_cards/", local_weights_path(name)))
+    return sources
 
 
 def list_published(available_only: bool = True) -> List[str]:
     return sorted(k for k, v in PUBLISHED.items() if v or not available_only)
+
+
+def list_planned() -> List[str]:
+    """Declared tags without weights yet: listed by `macrl models`, not registered in timm."""
+    return sorted(k for k, v in PUBLISHED.items() if not v)
+
+
+def published_name(name: str) -> str:
+    """`arch.tag` of published weights for `arch.tag` or `arch` (its first published tag, as timm's default).
+
+    Raises ValueError for an unknown name, PretrainedWeightsError for a planned tag or an arch without weights.
+    """
+    arch, _, tag = name.partition('.')
+    declared = [n for n in PUBLISHED if n.split('.')[0] == arch]
+    if not declared or (tag and name not in PUBLISHED):
+        raise ValueError(f'unknown pretrained weights {name!r}; published: {list_published()}, '
+                         f'planned: {list_planned()}')
+    if not tag:
+        name = next((n for n in declared if PUBLISHED[n]), declared[0])
+    if not PUBLISHED[name]:
+        raise PretrainedWeightsError(
+            f'no weights are published for {name!r} yet; weights exist for: {list_published() or "none"}. '
+            f'Use pretrained=False for a random init, or train your own with `macrl train`.')
+    return name
 
 
 def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
@@ -65,32 +125,88 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def resolve_weights(name: str) -> Path:
-    """Path of the verified `model.safetensors` for `arch.tag`: local checkout first, then the Hub."""
-    if name not in PUBLISHED:
-        raise ValueError(f'unknown pretrained weights {name!r}; declared: {sorted(PUBLISHED)}')
-    expected = PUBLISHED[name]
-    if not expected:
-        raise PretrainedWeightsError(
-            f'no weights are published for {name!r} yet; weights exist for: {list_published() or "none"}. '
-            f'Use pretrained=False for a random init, or train your own with `macrl train`.')
-    local = local_weights_path(name)
-    tried = [str(local)]
-    if local.is_file():
-        path = local
-    else:
-        repo_id = hub_repo_id(name)
-        tried.append(f'hf://{repo_id}/{WEIGHTS_FILE}')
-        try:
-            from huggingface_hub import hf_hub_download
-            path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE))
-        except Exception as e:  # offline, 404, auth: say where we looked, keep the cause
-            raise PretrainedWeightsError(
-                f'could not get weights for {name!r}; looked in: {", ".join(tried)} '
-                f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from e
-    actual = sha256_file(path)
+def check_sha256(path: Path, name: str) -> Path:
+    """`path`, if its sha256 is the one published for `name`; else PretrainedWeightsError naming both hashes."""
+    expected, actual = PUBLISHED[name], sha256_file(path)
     if actual != expected:
         raise PretrainedWeightsError(
             f'checksum mismatch for {path}: expected sha256 {expected}, got {actual}. '
             f'The file is corrupt or not the published {name!r}; delete it and retry.')
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f'{type(e).__name__}: {text.splitlines()[0]}' if text else type(e).__name__
+
+
+def hub_unreachable(repo_id: str, filename: str = WEIGHTS_FILE) -> Optional[str]:
+    """Why the Hub cannot be asked for `repo_id` now (offline mode, no answer), or None when it answers.
+
+    Without it, `hf_hub_download` retries a failed connection with backoff before it falls back to its cache: 23 s
+    when the name does not resolve, 393 s against a server that never answers (measured). One HEAD with a
+    `HUB_TIMEOUT_S` timeout and no retries answers the same question. A 4xx is an answer: the download that follows
+    reports it. Not bounded here: name resolution (the OS's), and huggingface_hub's own first request in a process
+    (an agent-registry fetch, 3 s timeout, skipped with HF_HUB_DISABLE_TELEMETRY=1).
+    """
+    if _hub_offline():
+        return 'HF_HUB_OFFLINE is set'
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+    endpoint = hub_endpoint()
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=endpoint), timeout=HUB_TIMEOUT_S)
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, 'response', None), 'status_code', None)
+        if status is not None and status < 500:
+            return None
+        return f'{endpoint} answered HTTP {status}'
+    except Exception as e:  # connection refused, DNS, timeout: the Hub is unreachable, whatever the cause
+        return f'{endpoint} is unreachable ({_first_line(e)})'
+    return None
+
+
+def not_found_message(name: str, tried: List[str], offline: Optional[str]) -> str:
+    """One message: what was asked, every place looked in, and the ways out."""
+    why = 'the Hugging Face Hub cannot be reached' if offline else 'the Hugging Face Hub did not provide it'
+    return '\n'.join([
+        f'no copy of the {name!r} weights was found and {why}. Looked in:',
+        *[f'  {i}. {t}' for i, t in enumerate(tried, 1)],
+        'Ways out:',
+        f'  - put the model folder {name}/ (model.safetensors, config.json; the model_cards/ layout) in a folder '
+        f'and set MACRL_WEIGHTS_DIR to that folder',
+        f'  - where the Hub is reachable, run `macrl download {name} --to DIR`, then copy DIR here and set '
+        f'MACRL_WEIGHTS_DIR=DIR (without --to it fills {weights_dir()}, looked in first)',
+        f"  - load a model folder directly: timm.create_model('local-dir:/path/to/{name}', pretrained=True)",
+        '  - use a local Hub mirror: HF_ENDPOINT=http://host:port (and HF_HUB_OFFLINE unset)',
+        '  - or pretrained=False for a random init',
+    ])
+
+
+def resolve_weights(name: str) -> Path:
+    """Path of the verified `model.safetensors` for `arch.tag`: weights folder, checkout, then the Hub.
+
+    Offline (`HF_HUB_OFFLINE`, or the Hub unreachable within `HUB_TIMEOUT_S`) only the Hugging Face cache is
+    tried after the local folders, so a missing file fails in seconds, with a message naming every place looked in.
+    """
+    name = published_name(name)
+    tried = []
+    for where, path in local_sources(name):
+        if path.is_file():
+            return check_sha256(path, name)
+        tried.append(f'{where}: {path} (not found)')
+    from huggingface_hub import constants, hf_hub_download
+    repo_id = hub_repo_id(name)
+    offline = hub_unreachable(repo_id)
+    try:
+        path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),
+                                    local_files_only=offline is not None))
+    except Exception as e:  # offline and not cached, 404, auth: say where we looked, keep the cause
+        url = f'{hub_endpoint()}/{repo_id}/resolve/main/{WEIGHTS_FILE}'
+        if offline:
+            tried += [f'the Hugging Face Hub: {url} ({offline})',
+                      f'the Hugging Face cache: {constants.HF_HUB_CACHE} (not there)']
+        else:
+            tried.append(f'the Hugging Face Hub: {url} ({_first_line(e)})')
+        raise PretrainedWeightsError(not_found_message(name, tried, offline)) from e
+    return check_sha256(path, name)

@@ -9,7 +9,7 @@ from conftest import ROOT
 def test_help_lists_only_available_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    for cmd in ('train', 'eval', 'models', 'export', 'push', 'viz', 'demo'):
+    for cmd in ('train', 'eval', 'models', 'download', 'export', 'push', 'viz', 'demo'):
         assert f'  {cmd} ' in out
 
 
@@ -28,6 +28,26 @@ def test_models_listing_and_module_entry_points():
         r = subprocess.run([sys.executable, '-m', f'macrl_hub.{mod}', '-h'], capture_output=True, text=True,
                            cwd=str(ROOT))
         assert r.returncode == 0 and 'usage' in r.stdout, mod
+
+
+def test_models_lists_published_and_planned_tags_and_where_weights_are(capsys, monkeypatch, tmp_path):
+    from macrl_hub import listing, pretrained
+    name = 'macrl_vit_tiny_p4_cifar.cifar10'
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'model.safetensors').write_bytes(b'found before the checkout')
+    monkeypatch.setenv('MACRL_WEIGHTS_DIR', str(tmp_path))
+    listing.main([])
+    shown, arch = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith(' '):
+            arch = line.split()[0]
+        else:
+            tag, state, where = line.split(maxsplit=2)
+            shown[arch + tag] = (state, where)
+    assert shown.keys() == pretrained.PUBLISHED.keys()
+    assert all(shown[n][0] == 'published' for n in pretrained.list_published())
+    assert all(shown[n] == ('planned', 'no weights yet') for n in pretrained.list_planned())
+    assert shown[name][1] == f'local: {tmp_path / name / "model.safetensors"}'
 
 
 import pytest

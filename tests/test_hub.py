@@ -97,7 +97,8 @@ def test_registered_name_downloads_from_hub_with_sha_check(exported, tmp_path):
         '    print("MISMATCH", e)\n'
     )
     with HubServer({f'macrl-hub/{NAME}': folder}) as hub:
-        out = _run(code, {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1'})
+        out = _run(code, {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1',
+                          'MACRL_WEIGHTS_DIR': str(tmp_path / 'no_weights')})
     sd = torch.load(tmp_path / 'sd.pt')
     assert all(torch.equal(sd[k], v) for k, v in model.encoder.state_dict().items())
     assert 'MISMATCH checksum mismatch' in out and sha in out and '0' * 64 in out
@@ -106,12 +107,15 @@ def test_registered_name_downloads_from_hub_with_sha_check(exported, tmp_path):
 def test_missing_weights_offline_says_where_it_looked(tmp_path, monkeypatch):
     from macrl_hub import pretrained
     monkeypatch.setitem(pretrained.PUBLISHED, NAME, '1' * 64)
-    monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', tmp_path / 'none')
+    monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', tmp_path / 'none')  # as in a wheel: no checkout
+    monkeypatch.setenv('MACRL_WEIGHTS_DIR', str(tmp_path / 'weights'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     import huggingface_hub.constants as hc
     monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', True)
-    with pytest.raises(PretrainedWeightsError, match=r'looked in: .*none.*model.safetensors, hf://macrl-hub/'):
+    with pytest.raises(PretrainedWeightsError, match=r'(?s)Looked in:.*weights/macrl_vit_tiny_p4_cifar.cifar10/model'
+                                                     r'.safetensors.*/macrl-hub/macrl_vit_tiny_p4_cifar.cifar10/') as e:
         resolve_weights(NAME)
+    assert str(tmp_path / 'none') not in str(e.value)  # a checkout that is not there is not claimed as looked in
 
 
 def test_local_first_and_corrupt_files(exported, tmp_path, monkeypatch):
@@ -122,6 +126,7 @@ def test_local_first_and_corrupt_files(exported, tmp_path, monkeypatch):
     data = (folder / 'model.safetensors').read_bytes()
     (cards / NAME / 'model.safetensors').write_bytes(data)
     monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', cards)
+    monkeypatch.setenv('MACRL_WEIGHTS_DIR', str(tmp_path / 'no_weights'))
     monkeypatch.setitem(pretrained.PUBLISHED, NAME, sha256_file(folder / 'model.safetensors'))
     m = timm.create_model(NAME, pretrained=True)
     assert torch.equal(m.pos_embed, model.encoder.pos_embed)

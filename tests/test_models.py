@@ -6,14 +6,44 @@ import timm
 import torch
 
 import macrl_hub  # noqa: F401
-from macrl_hub.models import MACRL_ARCHS, architecture_args
-from macrl_hub.pretrained import PretrainedWeightsError
+from macrl_hub.models import MACRL_ARCHS, _timm_cfgs, architecture_args
+from macrl_hub.pretrained import PretrainedWeightsError, list_planned, list_published
 
 
 def test_registered():
     assert set(timm.list_models('macrl_*')) == set(MACRL_ARCHS)
     tags = timm.list_pretrained('macrl_vit_tiny_p4_cifar*')
     assert 'macrl_vit_tiny_p4_cifar.cifar10' in tags and 'macrl_vit_tiny_p4_cifar.cifar10_lin' in tags
+
+
+def test_timm_lists_exactly_the_published_tags():
+    assert timm.list_pretrained('macrl_*') == list_published()
+    assert not set(list_planned()) & set(timm.list_models('macrl_*', include_tags=True))
+
+
+def test_a_tag_is_registered_once_it_has_weights():
+    """_timm_cfgs on a table where one planned tag gains its sha256: it becomes a (weighted, default-first) cfg."""
+    table = {'a.cifar10': None, 'a.cifar100': None, 'b.cifar10': 'sha', 'b.cifar10_lin': None}
+    cfgs = _timm_cfgs(table, ['a', 'b', 'c'])
+    assert list(cfgs) == ['b.cifar10', 'a', 'c']  # an arch without weights: one weightless cfg, its bare name
+    assert cfgs['b.cifar10']['hf_hub_id'] and not cfgs['a'].get('hf_hub_id')
+    assert cfgs['a']['mean'] == timm.get_pretrained_cfg('macrl_vit_tiny_p4_cifar.cifar10').mean  # first planned's
+    cfgs = _timm_cfgs(dict(table, **{'b.cifar10_lin': 'sha2', 'a.cifar100': 'sha3'}), ['a', 'b', 'c'])
+    assert list(cfgs) == ['a.cifar100', 'b.cifar10', 'b.cifar10_lin', 'c']
+    assert cfgs['a.cifar100']['mean'] != cfgs['b.cifar10']['mean']  # each tag keeps its own preprocessing
+
+
+@pytest.mark.parametrize('spec,kw,name', [
+    ('macrl_vit_medium_p4_cifar', {}, 'macrl_vit_medium_p4_cifar.cifar10'),  # an arch with no weights at all
+    ('macrl_vit_medium_p4_cifar.cifar100', {}, 'macrl_vit_medium_p4_cifar.cifar100'),
+    ('macrl_vit_tiny_p4_cifar', dict(pretrained_cfg='cifar100'), 'macrl_vit_tiny_p4_cifar.cifar100'),
+])
+def test_planned_tag_says_which_weights_exist(spec, kw, name, monkeypatch):
+    monkeypatch.setitem(macrl_hub.PUBLISHED, name, None)
+    with pytest.raises(PretrainedWeightsError, match=f'no weights are published for .{name}. yet') as info:
+        timm.create_model(spec, pretrained=True, **kw)
+    assert all(n in str(info.value) for n in list_published())
+    assert isinstance(timm.create_model(spec.split('.')[0], pretrained=False), timm.models.VisionTransformer)
 
 
 @pytest.mark.parametrize('arch', sorted(MACRL_ARCHS))
@@ -93,12 +123,8 @@ def test_bad_input_is_a_value_error():
         m(torch.randn(3, 32, 32))
 
 
-def test_unknown_tag_and_missing_weights():
+def test_unknown_tag_and_arch():
     with pytest.raises(ValueError, match=r"unknown pretrained tag 'imagenet'.*available: \['cifar10'"):
         timm.create_model('macrl_vit_tiny_p4_cifar.imagenet', pretrained=True)
-    unpublished = [n for n, sha in macrl_hub.PUBLISHED.items() if not sha]
-    if unpublished:
-        with pytest.raises(PretrainedWeightsError, match='no weights are published'):
-            timm.create_model(unpublished[0], pretrained=True)
     with pytest.raises(ValueError, match='unknown MACRL architecture'):
         architecture_args('macrl_vit_huge')
