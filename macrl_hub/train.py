@@ -1,7 +1,7 @@
 """MACRL pretraining: `macrl train` (also `python -m macrl_hub.train`).
 
 One process (CPU or one GPU):
-    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \
+    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \\
         --epochs 100 --batch-size 256 --out runs/tiny
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
@@ -39,7 +39,7 @@ from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .runtime import choose_attention, keep_freed_memory
 from .transforms import PairAugment
-from .weights import atomic_open, atomic_torch_save
+from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
            'resumed_config', 'RUN_CONTROL', 'eager']
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if resume == 'auto':
         resume = str(ckpt_path) if ckpt_path.is_file() else ''
     if resume:
-        ck = torch.load(resume, map_location='cpu', weights_only=True)
+        ck = load_checkpoint(resume)
         fitted = ck.get('config', {}).get('total_steps', 0)
         if fit and fitted:  # the run was fitted to its first budget: keep that schedule, never refit
             cfg = dataclasses.replace(cfg, total_steps=fitted)
@@ -508,7 +508,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
         return cfg  # --resume auto with nothing to resume: a fresh run
     if not path.is_file():
         raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
-    saved = torch.load(path, map_location='cpu', weights_only=True).get('config', {})
+    saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
     if clash:
         raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
