@@ -224,7 +224,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if master:
         _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
 
-    data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error)
+    data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error,
+                        progress=cfg.progress and master)
     if cfg.num_train:
         data = data.subset(cfg.num_train, seed=cfg.seed)
     if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
@@ -544,7 +545,7 @@ def _tensorboard(out: Path):
 def _test_split(cfg: TrainConfig, size: int):
     """The dataset's test split, or None where it has none."""
     try:
-        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip')
+        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip', progress=cfg.progress)
     except ValueError:
         return None
 
