@@ -3,11 +3,16 @@
     macrl train ...      pretrain (macrl_hub/train.py)
     macrl eval ...       knn | linear | finetune (macrl_hub/evaluate.py)
     macrl models         architectures, tags, and whether weights are available locally
+    macrl --version      the installed macrl-hub version
+    macrl --debug <command> ...   on an error, the full traceback instead of one line
+
+Exit status: 0 done, 1 the command failed (one line `macrl <command>: error: ...` on stderr), 2 a usage error
+(bad or missing flags, unknown command), 130 interrupted.
 """
 import sys
 from typing import List, Optional
 
-__all__ = ['main']
+__all__ = ['main', 'version']
 
 _COMMANDS = {
     'train': ('macrl_hub.train', 'pretrain an encoder with MACRL / MAE / MoCo'),
@@ -19,28 +24,68 @@ _COMMANDS = {
     'viz': ('macrl_hub.viz', 'attention maps and reconstructions'),
     'demo': ('macrl_hub.demo', 'published encoder -> kNN on CIFAR-10 -> attention-map PNG'),
 }
+_USAGE = 'usage: macrl [--version] [--debug] <command> [options]   (macrl <command> -h for its options)'
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own `__version__` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version('macrl-hub')
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line: our messages are one line already; a library's may span many (keep its first)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     import importlib
     import importlib.util
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    while argv and argv[0] in ('--debug', '--version'):
+        if argv.pop(0) == '--version':
+            print(f'macrl-hub {version()}')
+            return 0
+        debug = True
     available = {k: v for k, v in _COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
     if not argv or argv[0] in ('-h', '--help'):
-        print('usage: macrl <command> [options]   (macrl <command> -h for its options)\n\ncommands:')
+        out = sys.stdout if argv else sys.stderr  # asked-for help is output; a bare `macrl` is a usage error
+        print(_USAGE + '\n\ncommands:', file=out)
         for name, (mod, help_) in available.items():
-            print(f'  {name:8s} {help_}')
-        return 0
+            print(f'  {name:8s} {help_}', file=out)
+        return 0 if argv else 2
     cmd = argv[0]
     if cmd not in available:
         print(f'macrl: unknown command {cmd!r}; choose from {", ".join(available)}', file=sys.stderr)
         return 2
+    from .pretrained import PretrainedWeightsError
     module = importlib.import_module(_COMMANDS[cmd][0])
     sys.argv = [f'macrl {cmd}'] + argv[1:]
     try:
         module.main(argv[1:])
-    except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
-        print(f'macrl {cmd}: error: {e}', file=sys.stderr)
+    except SystemExit as e:  # argparse: 2 on a usage error (it printed the usage line), 0 after -h
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f'macrl {cmd}: interrupted', file=sys.stderr)
+        return 130
+    except (ValueError, OSError, PretrainedWeightsError, FloatingPointError) as e:  # bad input: one clear line
+        if debug:
+            raise
+        print(f'macrl {cmd}: error: {_one_line(e)}', file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else is likely a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        print(f'macrl {cmd}: error: {type(e).__name__}: {_one_line(e)} (rerun as `macrl --debug {cmd} ...` for the '
+              'traceback)', file=sys.stderr)
         return 1
     return 0
 

@@ -58,7 +58,7 @@ class TrainConfig:
     proj_hidden_dim: int = 2048
     proj_dim: int = 512
     bank_size: int = 16384
-    temperature: float = 0.2
+    temperature: float = field(default=0.2, metadata={'help': 'InfoNCE temperature of the contrastive loss'})
     alpha: float = 0.1
     in_batch_negatives: bool = True
     freeze_patch_embed: bool = False
@@ -81,8 +81,8 @@ class TrainConfig:
         'help': 'CPU: keep freed memory in the heap instead of mmap/munmap per step (+50%% img/s on ViT-Ti/4; '
                 'see macrl_hub/runtime.py)'})
     threads: int = field(default=0, metadata={'help': 'torch threads per process (0: cores / local processes)'})
-    device: str = 'auto'
-    seed: int = 0
+    device: str = field(default='auto', metadata={'help': 'torch device, e.g. cpu, cuda:1 (auto: cuda when available)'})
+    seed: int = field(default=0, metadata={'help': 'seed of init, data order, augmentation and masking'})
     resume: str = field(default='', metadata={'help': "checkpoint path, or 'auto' for <out>/checkpoint.pth if present"})
     ckpt_every_min: float = 10.0
     ckpt_every_epochs: int = 1
@@ -97,7 +97,8 @@ class TrainConfig:
                 'bank, as `macrl eval knn` does; written to <out>/knn.json'})
     tensorboard: bool = False
     on_error: str = field(default='skip', metadata={'help': "unreadable image: 'skip' (counted) or 'raise'"})
-    progress: bool = True
+    progress: bool = field(default=True, metadata={
+        'help': 'progress bars: dataset reading and decoding (stderr), training steps (stdout)'})
 
     def encoder_kwargs(self) -> Dict[str, Any]:
         import json

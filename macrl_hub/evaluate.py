@@ -3,7 +3,7 @@
     macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
     macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
     macrl eval knn+linear --model runs/tiny/checkpoint.pth --data ...        # both, features extracted once
-    macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100 \
+    macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100 \\
         --out runs/ft   # finetune.pth after every epoch (--resume continues it) + the fine-tuned classifier
     macrl eval classify --model macrl_vit_tiny_p4_cifar.cifar10_lin --data ...  # a classifier tag as it is
     macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
@@ -31,9 +31,10 @@ from .precision import autocast, resolve_precision
 from .probe import fold_head, train_linear_probe
 from .runtime import keep_freed_memory
 from .transforms import eval_batch
+from .weights import load_checkpoint
 
-__all__ = ['load_encoder', 'model_source', 'save_model_folder', 'eval_knn', 'eval_linear', 'eval_knn_linear',
-           'eval_finetune', 'eval_classify', 'eval_record', 'write_eval_record', 'main']
+__all__ = ['PROTOCOLS', 'build_parser', 'load_encoder', 'model_source', 'save_model_folder', 'eval_knn', 'eval_linear',
+           'eval_knn_linear', 'eval_finetune', 'eval_classify', 'eval_record', 'write_eval_record', 'main']
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
@@ -48,7 +49,7 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
             raise ValueError(f'model folder {path} has no config.json (expected model.safetensors + config.json)')
         return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True, **kw)
     if path.is_file() and path.suffix in ('.pth', '.pt', '.ckpt'):
-        ck = torch.load(path, map_location='cpu', weights_only=True)
+        ck = load_checkpoint(path)
         if not isinstance(ck, dict) or 'arch' not in ck or 'model' not in ck:
             raise ValueError(f'{path} is not a `macrl train` checkpoint (no "arch"/"model" keys)')
         model = timm.create_model(ck['arch'], pretrained=False, **dict(ck.get('model_args') or {}, **kw))
@@ -75,7 +76,7 @@ def model_source(spec: str) -> Tuple[str, Dict[str, Any]]:
         cfg = json.loads((path / 'config.json').read_text())
         return cfg.get('macrl_architecture', cfg['architecture']), dict(cfg.get('model_args') or {})
     if path.is_file():
-        ck = torch.load(path, map_location='cpu', weights_only=True)
+        ck = load_checkpoint(path)
         return ck['arch'], dict(ck.get('model_args') or {})
     if spec.startswith('hf-hub:'):
         from timm.models._hub import load_model_config_from_hf
@@ -277,7 +278,7 @@ def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, op
     """Load `_save_finetune`'s state into model/opt/RNGs; refuses a checkpoint of other settings."""
     import random
     import numpy as np
-    ck = torch.load(path, map_location='cpu', weights_only=True)
+    ck = load_checkpoint(path)
     if not isinstance(ck, dict) or 'settings' not in ck or 'model' not in ck:
         raise ValueError(f'{path} is not a `macrl eval finetune` checkpoint')
     if ck['settings'].get('init_sha256') != settings['init_sha256']:
@@ -332,39 +333,73 @@ def eval_classify(model: nn.Module, data: str, n_test: int = 0, precision: str =
             'label_names': test.classes}
 
 
-def main(argv: Optional[list] = None) -> Dict[str, Any]:
+#: protocol -> its one-line help; each gets its own flags (`macrl eval <protocol> -h`)
+PROTOCOLS = {
+    'knn': 'weighted kNN on frozen features',
+    'linear': 'linear probe on frozen features',
+    'knn+linear': 'both, from one feature extraction',
+    'finetune': 'full fine-tuning with the paper\'s augmentation and layer-wise lr decay',
+    'classify': 'top-1 of a classifier as it is (e.g. a *_lin tag)',
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`macrl eval <protocol> ...`: one subparser per protocol, built from shared parent parsers."""
+    from .precision import PRECISIONS
+    run = argparse.ArgumentParser(add_help=False)  # every protocol
+    run.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
+    run.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
+    run.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
+    run.add_argument('--n-test', type=int, default=0, help='fixed random subset of the test split (0: all)')
+    run.add_argument('--precision', default='auto', choices=PRECISIONS,
+                     help='autocast dtype; auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), '
+                          'fp16 on CUDA without bf16, else fp32 (default: %(default)s)')
+    run.add_argument('--device', default=None,
+                     help='torch device, e.g. cpu, cuda, cuda:1 (default: cpu; finetune: cuda when available)')
+    run.add_argument('--threads', type=int, default=0,
+                     help='CPU threads for torch (default: %(default)s, i.e. torch\'s own choice)')
+    run.add_argument('--seed', type=int, default=0,
+                     help='seed of the subsets, the probe and the fine-tuning (default: %(default)s)')
+    run.add_argument('--json-out', default=None, help='also write the JSON record to this file')
+    train = argparse.ArgumentParser(add_help=False)  # protocols that read the train split
+    train.add_argument('--n-train', type=int, default=0, help='fixed random subset of the train split (0: all)')
+    knn = argparse.ArgumentParser(add_help=False)
+    knn.add_argument('--k', type=int, nargs='+', default=[20, 200],
+                     help='numbers of neighbours, one accuracy each (default: %(default)s)')
+    knn.add_argument('--temperature', type=float, default=0.07,
+                     help='temperature of the similarity weights exp(s / t) (default: %(default)s)')
+    linear = argparse.ArgumentParser(add_help=False)
+    linear.add_argument('--epochs', type=int, default=100, help='probe epochs (default: %(default)s)')
+    linear.add_argument('--batch-size', type=int, default=256, help='(default: %(default)s)')
+    linear.add_argument('--lr', type=float, default=0.1, help='base lr, scaled by batch/256 (default: %(default)s)')
+    linear.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='(default: %(default)s)')
+    linear.add_argument('--save-head', default=None, help='write the folded head as safetensors here')
+    finetune = argparse.ArgumentParser(add_help=False)
+    finetune.add_argument('--epochs', type=int, default=100, help='(default: %(default)s)')
+    finetune.add_argument('--batch-size', type=int, default=128, help='(default: %(default)s)')
+    finetune.add_argument('--lr', type=float, default=1.5e-3, help='peak lr, absolute (default: %(default)s)')
+    finetune.add_argument('--layer-decay', type=float, default=0.75,
+                          help='timm layer-wise lr decay (default: %(default)s)')
+    finetune.add_argument('--warmup-epochs', type=int, default=5, help='(default: %(default)s)')
+    finetune.add_argument('--out', default=None,
+                          help='folder for finetune.pth (after every epoch) and, at the end, the fine-tuned '
+                               'classifier (model.safetensors + config.json, loadable as --model or timm local-dir:)')
+    finetune.add_argument('--resume', action='store_true', help='continue <--out>/finetune.pth')
+    parents = {'knn': [run, train, knn], 'linear': [run, train, linear], 'knn+linear': [run, train, knn, linear],
+               'finetune': [run, train, finetune], 'classify': [run]}
     parser = argparse.ArgumentParser(prog='macrl eval', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('protocol', choices=['knn', 'linear', 'knn+linear', 'finetune', 'classify'],
-                        help='knn+linear: both from one feature extraction; classify: top-1 of a classifier tag '
-                             'as it is (e.g. *_lin)')
-    parser.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
-    parser.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
-    parser.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
-    parser.add_argument('--n-train', type=int, default=0, help='fixed random subset of the train split (0: all)')
-    parser.add_argument('--n-test', type=int, default=0, help='fixed random subset of the test split (0: all)')
-    parser.add_argument('--k', type=int, nargs='+', default=[20, 200])
-    parser.add_argument('--temperature', type=float, default=0.07)
-    parser.add_argument('--epochs', type=int, default=None, help='linear: 100, finetune: 100')
-    parser.add_argument('--batch-size', type=int, default=None)
-    parser.add_argument('--lr', type=float, default=None, help='linear: 0.1 (x batch/256), finetune: 1.5e-3')
-    parser.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='linear probe optimizer')
-    parser.add_argument('--layer-decay', type=float, default=0.75, help='finetune: timm layer-wise lr decay')
-    parser.add_argument('--warmup-epochs', type=int, default=5, help='finetune')
-    parser.add_argument('--out', default=None,
-                        help='finetune: folder for finetune.pth (after every epoch) and, at the end, the fine-tuned '
-                             'classifier (model.safetensors + config.json, loadable as --model or timm local-dir:)')
-    parser.add_argument('--resume', action='store_true', help='finetune: continue <--out>/finetune.pth')
-    parser.add_argument('--save-head', default=None, help='linear: write the folded head as safetensors here')
-    parser.add_argument('--precision', default='auto')
-    parser.add_argument('--device', default=None)
-    parser.add_argument('--threads', type=int, default=0)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--json-out', default=None)
+    sub = parser.add_subparsers(dest='protocol', required=True, metavar='{' + ','.join(PROTOCOLS) + '}',
+                                help='`macrl eval <protocol> -h` for its options')
+    for name, help_ in PROTOCOLS.items():
+        sub.add_parser(name, parents=parents[name], help=help_, description=help_, prog=f'macrl eval {name}')
+    return parser
+
+
+def main(argv: Optional[list] = None) -> Dict[str, Any]:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.out or args.resume) and args.protocol != 'finetune':
-        parser.error('--out and --resume are for finetune')
-    if args.resume and not args.out:
+    if getattr(args, 'resume', False) and not args.out:
         parser.error('--resume needs --out (the folder holding finetune.pth)')
     keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
     if args.threads:
@@ -377,20 +412,21 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     device = torch.device(args.device) if args.device else None
     if device:
         model.to(device)
-    common = dict(n_train=args.n_train, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
+    common = dict(n_train=getattr(args, 'n_train', 0), n_test=args.n_test, precision=args.precision, device=device,
+                  seed=args.seed)  # classify reads no train split: it has no --n-train
     if args.protocol == 'knn':
         res = eval_knn(model, data, ks=tuple(args.k), t=args.temperature, **common)
     elif args.protocol in ('linear', 'knn+linear'):
-        probe = dict(epochs=args.epochs or 100, batch_size=args.batch_size or 256,
-                     lr=args.lr if args.lr is not None else 0.1, optimizer=args.optimizer, save_head=args.save_head)
+        probe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                     save_head=args.save_head)
         res = (eval_linear(model, data, **probe, **common) if args.protocol == 'linear' else
                eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, **probe, **common))
     elif args.protocol == 'classify':
         res = eval_classify(model, data, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
     else:
-        res = eval_finetune(model, data, epochs=args.epochs or 100, batch_size=args.batch_size or 128,
-                            lr=args.lr if args.lr is not None else 1.5e-3, layer_decay=args.layer_decay,
-                            warmup_epochs=args.warmup_epochs, out=args.out, resume=args.resume, **common)
+        res = eval_finetune(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs, out=args.out,
+                            resume=args.resume, **common)
         if args.out:
             save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])
     record = eval_record(args.protocol, args.model, data, res, t0,

@@ -1,6 +1,6 @@
 """Export a training checkpoint as a Hub-ready model folder: `macrl export` (also `python -m macrl_hub.export`).
 
-    macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10 \
+    macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10 \\
         --eval-json results/knn.json results/linear.json [--full] [--out-dir model_cards]
     macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10_lin --head head.safetensors
 
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .models import MACRL_ARCHS, architecture_args, checkpoint_filter_fn
-from .weights import load_safetensors, save_safetensors
+from .weights import load_checkpoint, load_safetensors, save_safetensors
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
 
@@ -61,7 +61,7 @@ def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any]
 
 
 def _load_checkpoint(path: Path):
-    ck = torch.load(path, map_location='cpu', weights_only=True)
+    ck = load_checkpoint(path)
     if not isinstance(ck, dict) or 'model' not in ck or 'arch' not in ck:
         raise ValueError(f'{path} is not a `macrl train` checkpoint (no "model"/"arch" keys)')
     return ck

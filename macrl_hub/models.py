@@ -65,20 +65,37 @@ def _model_args(arch: str) -> Dict[str, Any]:
     return args
 
 
-def check_input(model: nn.Module, args: Tuple[torch.Tensor, ...]) -> None:
-    """Forward pre-hook: turn timm's bare asserts on a wrong input into a ValueError naming it."""
-    x = args[0]
-    pe = model.patch_embed
-    expected = (pe.proj.in_channels, *pe.img_size)
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f'expected a (B, C, H, W) image tensor, got {type(x).__name__} '
-                         f'of shape {tuple(getattr(x, "shape", ()))}')
-    if not getattr(model, 'dynamic_img_size', False) and tuple(x.shape[1:]) != expected:
-        raise ValueError(f'{model.pretrained_cfg.get("architecture", type(model).__name__)} expects input '
-                         f'(B, {expected[0]}, {expected[1]}, {expected[2]}), got {tuple(x.shape)}; '
-                         f'resize with timm.data.resolve_data_config + create_transform')
-    if x.shape[1] != expected[0]:
-        raise ValueError(f'expected {expected[0]} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+def check_input(patch_embed: nn.Module, args: Tuple[torch.Tensor]) -> None:
+    """Forward pre-hook on `patch_embed`: a wrong input gets one ValueError naming the problem, not timm's bare
+    asserts or a dtype error from inside a conv.
+
+    On `patch_embed`, not the model, so every entry point that takes an image is checked: `forward`,
+    `forward_features`, `forward_intermediates`, a `features_only` wrapper, the MACRL wrapper. Eager only:
+    TorchScript compiles a hook's body, and this one needs Python, so under `torch.jit.script` the block is
+    skipped (the scripted model keeps timm's own asserts); `torch.export`/ONNX trace it once on the example input.
+    """
+    if not torch.jit.is_scripting():
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f'expected a (B, C, H, W) image tensor, got {type(x).__name__} '
+                             f'of shape {tuple(getattr(x, "shape", ()))}')
+        shape = tuple(x.shape)
+        channels = patch_embed.proj.in_channels
+        if patch_embed.img_size is not None and patch_embed.strict_img_size:
+            expected = (channels, *patch_embed.img_size)
+            if shape[1:] != expected:
+                raise ValueError(f'the model expects input (B, {expected[0]}, {expected[1]}, {expected[2]}), '
+                                 f'got {shape}; resize with timm.data.resolve_data_config + create_transform')
+        elif shape[1] != channels:
+            raise ValueError(f'expected {channels} input channels, got {shape[1]} (shape {shape})')
+        elif not patch_embed.dynamic_img_pad and (shape[2] % patch_embed.patch_size[0] or
+                                                  shape[3] % patch_embed.patch_size[1]):
+            raise ValueError(f'input height and width must be multiples of the patch size '
+                             f'{tuple(patch_embed.patch_size)}, got {shape}')
+        if not x.is_floating_point():
+            raise ValueError(f'expected a float image tensor (normalised with the model\'s mean/std), got '
+                             f'{x.dtype}; convert with timm.data.resolve_data_config + create_transform, or '
+                             f'x.float() / 255 then normalise')
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformer) -> Dict[str, torch.Tensor]:
@@ -174,8 +191,8 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         feature_cfg=dict(out_indices=3, feature_cls='getter'),
         **kwargs,
     )
-    if isinstance(model, VisionTransformer):  # not on a features_only wrapper
-        model.register_forward_pre_hook(check_input)
+    vit = model.model if hasattr(model, 'model') else model  # features_only: timm's FeatureGetterNet(model)
+    vit.patch_embed.register_forward_pre_hook(check_input)
     return model
 
 

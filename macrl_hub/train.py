@@ -1,7 +1,7 @@
 """MACRL pretraining: `macrl train` (also `python -m macrl_hub.train`).
 
 One process (CPU or one GPU):
-    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \
+    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \\
         --epochs 100 --batch-size 256 --out runs/tiny
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
@@ -42,7 +42,7 @@ from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: 
 from .recipes import apply_recipe
 from .runtime import choose_attention, keep_freed_memory
 from .transforms import PairAugment
-from .weights import atomic_open, atomic_torch_save
+from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
            'resumed_config', 'RUN_CONTROL', 'eager']
@@ -229,7 +229,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if master:
         _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
 
-    data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error)
+    data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error,
+                        progress=cfg.progress and master)
     if cfg.num_train:
         data = data.subset(cfg.num_train, seed=cfg.seed)
     if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
@@ -254,7 +255,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if resume == 'auto':
         resume = str(ckpt_path) if ckpt_path.is_file() else ''
     if resume:
-        ck = torch.load(resume, map_location='cpu', weights_only=True)
+        ck = load_checkpoint(resume)
         fitted = ck.get('config', {}).get('total_steps', 0)
         if fit and fitted:  # the run was fitted to its first budget: keep that schedule, never refit
             cfg = dataclasses.replace(cfg, total_steps=fitted)
@@ -513,7 +514,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
         return cfg  # --resume auto with nothing to resume: a fresh run
     if not path.is_file():
         raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
-    saved = torch.load(path, map_location='cpu', weights_only=True).get('config', {})
+    saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
     if clash:
         raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
@@ -549,7 +550,7 @@ def _tensorboard(out: Path):
 def _test_split(cfg: TrainConfig, size: int):
     """The dataset's test split, or None where it has none."""
     try:
-        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip')
+        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip', progress=cfg.progress)
     except ValueError:
         return None
 

@@ -1,6 +1,6 @@
 """Attention maps (the paper's Fig. 3): `macrl viz attention` (also `python -m macrl_hub.viz`).
 
-    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz \
+    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz \\
         --n 8 --out maps.png
     macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10_lin --method chefer --images a.png b.jpg
     macrl viz attention --model runs/macrl/checkpoint.pth --compare runs/mae/checkpoint.pth runs/moco/checkpoint.pth
@@ -159,8 +159,9 @@ def load_macrl(spec: str):
     path = Path(spec)
     if not path.is_file() or path.suffix not in ('.pth', '.pt'):
         raise ValueError(f'reconstruction needs a `macrl train` checkpoint with a decoder, got {spec!r}')
-    ck = torch.load(path, map_location='cpu', weights_only=True)
-    if 'macrl' not in ck or 'arch' not in ck:
+    from .weights import load_checkpoint
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict) or 'macrl' not in ck or 'arch' not in ck:
         raise ValueError(f'{path} is not a `macrl train` checkpoint')
     model = MACRL(timm.create_model(ck['arch'], **(ck.get('model_args') or {})), **ck['macrl'])
     if model.decoder is None:

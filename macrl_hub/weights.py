@@ -8,7 +8,8 @@ from typing import IO, Any, Dict, Iterator
 
 import torch
 
-__all__ = ['load_safetensors', 'save_safetensors', 'atomic_open', 'atomic_torch_save', 'WeightsFileError']
+__all__ = ['load_safetensors', 'load_checkpoint', 'save_safetensors', 'atomic_open', 'atomic_torch_save',
+           'WeightsFileError']
 
 
 class WeightsFileError(ValueError):
@@ -31,6 +32,36 @@ def load_safetensors(path: os.PathLike) -> Dict[str, torch.Tensor]:
         return load_file(str(path), device='cpu')
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         raise WeightsFileError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from None
+
+
+def load_checkpoint(path: os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True)` to CPU; a file that is not a readable torch checkpoint (text, empty,
+    truncated, a pickle of other objects, safetensors) gets one WeightsFileError naming the file and the problem."""
+    import pickle
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f'checkpoint not found: {path}')
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if not head:
+        raise WeightsFileError(f'{path} is empty (0 bytes), not a torch checkpoint')
+    if head[:2] != b'PK' and head[:1] != b'\x80':  # torch.save writes a zip, or (legacy) a raw pickle
+        kind = 'it is a safetensors file' if head[8:9] == b'{' else f'it starts with {head!r}'
+        raise WeightsFileError(f'{path} is not a torch checkpoint ({kind})')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights_only' not in str(e):  # e.g. 'pickle data was truncated'
+            raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '
+                                   f'{type(e).__name__}: {e}') from None
+        why = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith('Unsupported')), '')
+        raise WeightsFileError(f'{path} holds objects that torch.load(weights_only=True) refuses to unpickle '
+                               f'({why or type(e).__name__}); checkpoints here hold tensors and plain containers '
+                               'only') from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError) as e:
+        first = str(e).strip().split('. ')[0].splitlines()[0] if str(e).strip() else ''  # torch's first sentence
+        raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '
+                               f'{type(e).__name__}: {first}') from None
 
 
 def save_safetensors(state_dict: Dict[str, torch.Tensor], path: os.PathLike, metadata: Dict[str, str] = None) -> None:

@@ -3,6 +3,7 @@ documented conversion), and nothing the user owns changes: every file the case s
 byte-identical afterwards. The same list, with the behaviour, is README's troubleshooting table."""
 import hashlib
 import io
+import re
 import tarfile
 from pathlib import Path
 from typing import Callable, List, NamedTuple, Optional, Tuple, Type
@@ -19,6 +20,7 @@ from macrl_hub.cli import main as cli
 from macrl_hub.data import DataError, load_dataset
 from macrl_hub.evaluate import load_encoder, main as eval_main
 from macrl_hub.export import export
+from macrl_hub.pretrained import PUBLISHED
 from macrl_hub.train import train
 from macrl_hub.weights import WeightsFileError, load_safetensors
 
@@ -86,6 +88,29 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
         [])
     cases['one-channel tensor to an RGB model'] = Case(lambda: model(torch.randn(2, 1, 32, 32)), ValueError,
                                                        r'\(B, 3, 32, 32\)', [])
+    cases['wrong-size tensor to forward_features'] = Case(
+        lambda: model.forward_features(torch.randn(2, 3, 64, 64)), ValueError,
+        r'expects input \(B, 3, 32, 32\), got \(2, 3, 64, 64\)', [])
+    cases['uint8 image tensor'] = Case(lambda: model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)), ValueError,
+                                       r'^expected a float image tensor .*got torch\.uint8; [^\n]*$', [])
+    text, empty, cut_ck = tmp / 'notes.pth', tmp / 'empty.pth', tmp / 'cut.pth'
+    text.write_text('these are not weights\n')
+    empty.write_bytes(b'')
+    cut_ck.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    cases['text file as a checkpoint (macrl eval)'] = Case(
+        lambda: _cli_error(['eval', 'knn', '--model', str(text), '--data', str(folder)]), ValueError,
+        r"notes\.pth is not a torch checkpoint \(it starts with b'these are not", [text])
+    cases['empty file as a checkpoint (macrl export)'] = Case(
+        lambda: _cli_error(['export', str(empty), '--name', 'macrl_vit_tiny_p4_cifar.mine', '--out-dir',
+                            str(tmp / 'cards_empty')]), ValueError, r'empty\.pth is empty \(0 bytes\)', [empty])
+    cases['truncated checkpoint (macrl train --resume)'] = Case(
+        lambda: _cli_error(['train', '--resume', str(cut_ck), '--out', str(tmp / 'resumed'), '--data', str(folder)]),
+        ValueError, r'cut\.pth is not a readable torch checkpoint \(truncated or corrupt\?\)', [cut_ck])
+    unpublished = [n for n, sha in PUBLISHED.items() if not sha][:1]  # (PretrainedWeightsError, a RuntimeError)
+    cases['a tag without published weights (macrl eval)'] = Case(
+        lambda: _cli_error(['eval', 'knn', '--model', unpublished[0], '--data', str(folder)]), ValueError,
+        r'^macrl eval: error: (?!\w+Error: ).*'  # its own message, not the catch-all's 'SomeError: ... --debug'
+        + re.escape(repr(unpublished and unpublished[0])), [])
     cases['unknown model'] = Case(lambda: load_encoder('vit_nope'), ValueError, r'unknown model .*macrl_vit_tiny', [])
     cases['unknown tag'] = Case(lambda: timm.create_model(f'{NAME.split(".")[0]}.imagenet', pretrained=True),
                                 ValueError, r"unknown pretrained tag 'imagenet'.*available", [])
@@ -135,11 +160,14 @@ def _cli_error(argv):
 
 
 CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGBA / 16-bit images',
-         'wrong-size tensor to a fixed-size model', 'one-channel tensor to an RGB model', 'unknown model',
-         'unknown tag', 'unknown objective', 'checkpoint from another architecture',
-         'pickle offered as published weights', 'contradictory flags (--objective mae --bank-size)',
-         'new run into a folder holding a checkpoint', 'export over an existing model folder',
-         'fine-tune into a folder holding its checkpoint', 'fine-tune --resume with another --lr']
+         'wrong-size tensor to a fixed-size model', 'one-channel tensor to an RGB model',
+         'wrong-size tensor to forward_features', 'uint8 image tensor', 'unknown model', 'unknown tag',
+         'unknown objective', 'checkpoint from another architecture', 'text file as a checkpoint (macrl eval)',
+         'empty file as a checkpoint (macrl export)', 'truncated checkpoint (macrl train --resume)',
+         'a tag without published weights (macrl eval)', 'pickle offered as published weights',
+         'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
+         'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
+         'fine-tune --resume with another --lr']
 
 
 @pytest.fixture(scope='module')
@@ -157,7 +185,6 @@ def test_bad_input_table(name, setting, tmp_path):
     case = _cases(tmp_path, ckpt, folder)[name]
     before = _digest(case.owned)
     if case.error is None:
-        import re
         assert re.search(case.match, repr(case.run())), name
     else:
         with pytest.raises(case.error, match=case.match):

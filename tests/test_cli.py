@@ -7,10 +7,107 @@ from conftest import ROOT
 
 
 def test_help_lists_only_available_commands(capsys):
-    assert main([]) == 0
+    assert main(['-h']) == 0
     out = capsys.readouterr().out
     for cmd in ('train', 'eval', 'models', 'download', 'export', 'push', 'viz', 'demo'):
         assert f'  {cmd} ' in out
+
+
+def test_bare_macrl_is_a_usage_error(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err.startswith('usage: macrl ')
+
+
+def test_version(capsys, monkeypatch):
+    import importlib.metadata
+    import macrl_hub
+    assert main(['--version']) == 0
+    assert capsys.readouterr().out.strip() == f'macrl-hub {importlib.metadata.version("macrl-hub")}'
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, 'version', not_installed)
+    assert main(['--version']) == 0
+    assert capsys.readouterr().out.strip() == f'macrl-hub {macrl_hub.__version__}'
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    import pytest
+    argv = ['eval', 'knn', '--model', str(tmp_path / 'none.pth'), '--data', str(tmp_path)]
+    assert main(argv) == 1
+    assert 'Traceback' not in capsys.readouterr().err
+    with pytest.raises(ValueError, match='none.pth'):
+        main(['--debug'] + argv)
+
+
+def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, tmp_path):
+    from macrl_hub import evaluate
+
+    def bug(*a, **k):
+        raise KeyError('a bug\nwith a second line')
+    monkeypatch.setattr(evaluate, 'load_encoder', bug)
+    assert main(['eval', 'knn', '--model', 'x', '--data', str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('macrl eval: error: KeyError: ') and '--debug' in err and '\n' not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(['eval', 'knn']) == 2  # --model missing
+    assert 'required: --model' in capsys.readouterr().err
+    assert main(['eval', 'knn', '--model', 'x', '--epochs', '3']) == 2  # a linear/finetune flag
+    assert 'unrecognized arguments: --epochs 3' in capsys.readouterr().err
+    assert main(['eval', 'classify', '--model', 'x', '--precision', 'f32']) == 2
+    assert "invalid choice: 'f32'" in capsys.readouterr().err
+
+
+def _flags(text: str) -> set:
+    import re
+    return set(re.findall(r'(?<![\w-])--[a-z][\w+-]*', text.split('options:', 1)[1]))
+
+
+def test_each_eval_protocol_lists_only_its_flags(capsys):
+    from macrl_hub.evaluate import PROTOCOLS
+    flags = {}
+    for protocol in PROTOCOLS:
+        assert main(['eval', protocol, '-h']) == 0
+        flags[protocol] = _flags(capsys.readouterr().out)
+    assert {'--k', '--temperature'} <= flags['knn'] and not {'--epochs', '--lr', '--out', '--save-head'} & flags['knn']
+    assert {'--epochs', '--lr', '--save-head'} <= flags['linear'] and not {'--k', '--out'} & flags['linear']
+    assert flags['knn+linear'] == flags['knn'] | flags['linear']
+    assert {'--layer-decay', '--out', '--resume'} <= flags['finetune']
+    assert not {'--k', '--save-head'} & flags['finetune']
+    assert not {'--n-train', '--k', '--epochs'} & flags['classify']
+    shared = set.intersection(*flags.values())
+    assert {'--model', '--precision', '--device', '--threads', '--seed'} <= shared
+
+
+def test_eval_flags_say_their_default():
+    from macrl_hub.evaluate import build_parser
+    protocols = build_parser()._subparsers._group_actions[0].choices
+    wanted = {'--k', '--temperature', '--precision', '--device', '--threads', '--seed'}
+    seen = set()
+    for parser in protocols.values():
+        for action in parser._actions:
+            flag = action.option_strings[-1] if action.option_strings else ''
+            if flag in wanted:
+                seen.add(flag)
+                shown = parser._get_formatter()._expand_help(action) if action.help else ''  # as -h prints it
+                assert 'default' in shown, flag
+                if action.default is not None:
+                    assert f'default: {action.default}' in shown, flag
+    assert seen == wanted
+
+
+def test_help_examples_keep_their_line_breaks(capsys):
+    """A `\\` at the end of a docstring line is a line continuation unless escaped: the example collapses into one
+    line with a run of spaces inside the command."""
+    import re
+    from macrl_hub.cli import _COMMANDS
+    for cmd in _COMMANDS:
+        assert main([cmd, '-h']) == 0, cmd
+        out = capsys.readouterr().out
+        assert not re.search(r'\S {4,}--', out), (cmd, re.search(r'.*\S {4,}--.*', out).group())
 
 
 def test_bad_input_is_one_line_and_exit_1(capsys, tmp_path):

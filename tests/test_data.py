@@ -104,3 +104,39 @@ def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():
     many = _decode_jpegs(datas, chunk=3)
     assert len(many) == 11 and many[6] is None and one[6] is None
     assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(one, many)) if i != 6)
+
+
+def test_progress_on_stderr_while_reading_and_decoding(tmp_path, capsys):
+    """Decoding CIFAR-10's train split takes ~14 s on one core: say so while it runs, unless progress=False."""
+    _write_tree(tmp_path / 'ds')
+    arc = tmp_path / 'ds.tar.gz'
+    with tarfile.open(arc, 'w:gz') as tar:
+        tar.add(tmp_path / 'ds', arcname='mydata')
+    load_dataset(str(arc), 'train', size=32)
+    captured = capsys.readouterr()
+    assert 'reading ds.tar.gz' in captured.err and 'decoding 6 train images from ds.tar.gz' in captured.err
+    assert captured.out == ''
+    load_dataset(str(arc), 'train', size=32, progress=False)
+    assert capsys.readouterr().err == ''
+
+
+def test_decode_progress_counts_every_image_once(monkeypatch):
+    """JPEGs advance the bar by chunk, Pillow's images (PNGs, a bad JPEG retried) one by one: N in all."""
+    from macrl_hub import data
+
+    class Bar:
+        n, closed = 0, False
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+    bar = Bar()
+    monkeypatch.setattr(data, '_bar', lambda desc, total=None, unit='it': bar if desc else None)
+    rng = np.random.default_rng(0)
+    blobs = [_jpeg(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(5)]
+    blobs += [_png(np.full((8, 8), 7, np.uint8)), b'\xff\xd8\xff\xe0 not a jpeg']
+    with pytest.warns(UserWarning, match='skipped 1'):
+        decode_images(blobs, [str(i) for i in range(len(blobs))], size=8, progress='decoding')
+    assert bar.n == len(blobs) and bar.closed

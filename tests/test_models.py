@@ -113,14 +113,80 @@ def test_plain_timm_in_a_fresh_process_matches():
     assert out.stdout.strip() == 'True'
 
 
+def _image(arch: str, batch: int = 2) -> torch.Tensor:
+    size = MACRL_ARCHS[arch]['img_size']
+    return torch.randn(batch, 3, size, size)
+
+
+@pytest.mark.parametrize('arch', sorted(MACRL_ARCHS))
+def test_every_arch_scripts_and_exports(arch):
+    """TorchScript and torch.export (batch dimension dynamic) give the eager outputs. Two blocks, as for ONNX below:
+    what differs between archs (patch size, width, heads, input size) is all there; depth only repeats blocks."""
+    m = timm.create_model(arch, depth=2).eval()
+    x, x3 = _image(arch), _image(arch, 3)
+    with torch.no_grad():
+        ref, ref3 = m(x), m(x3)
+        scripted = torch.jit.script(m)
+        assert torch.allclose(scripted(x), ref, atol=1e-5)
+        assert torch.allclose(scripted.forward_features(x), m.forward_features(x), atol=1e-5)
+        exported = torch.export.export(m, (x,), dynamic_shapes={'x': {0: torch.export.Dim('batch')}})
+        assert torch.allclose(exported.module()(x), ref, atol=1e-5)
+        assert torch.allclose(exported.module()(x3), ref3, atol=1e-5)
+    with pytest.raises(ValueError, match='expects input'):  # scripting leaves the eager model's check in place
+        m(_image(arch)[:, :, :-1])
+
+
+@pytest.mark.parametrize('arch', sorted(MACRL_ARCHS))
+def test_every_arch_exports_to_onnx(arch, tmp_path):
+    """torch.onnx.export (dynamo exporter, dynamic batch) runs in onnxruntime with the eager outputs."""
+    import onnxruntime
+    m = timm.create_model(arch, depth=2).eval()
+    x, x3 = _image(arch), _image(arch, 3)
+    path = tmp_path / f'{arch}.onnx'
+    torch.onnx.export(m, (x,), str(path), dynamo=True, input_names=['image'], output_names=['features'],
+                      dynamic_shapes={'x': {0: torch.export.Dim('batch')}}, verbose=False)
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        ref3 = m(x3)
+    out = session.run(['features'], {'image': x3.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(out), ref3, atol=1e-4)
+
+
+def test_legacy_onnx_exporter(tmp_path):
+    """The TorchScript-based exporter (dynamo=False) traces through the input check too."""
+    import onnxruntime
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2).eval()
+    x = _image('macrl_vit_tiny_p4_cifar')
+    path = tmp_path / 'tiny.onnx'
+    torch.onnx.export(m, (x,), str(path), dynamo=False, input_names=['image'], output_names=['features'],
+                      dynamic_axes={'image': {0: 'batch'}, 'features': {0: 'batch'}})
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    x3 = _image('macrl_vit_tiny_p4_cifar', 3)
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(session.run(['features'], {'image': x3.numpy()})[0]), m(x3), atol=1e-4)
+
+
 def test_bad_input_is_a_value_error():
-    m = timm.create_model('macrl_vit_tiny_p4_cifar')
-    with pytest.raises(ValueError, match=r'expects input \(B, 3, 32, 32\), got \(1, 3, 64, 64\)'):
-        m(torch.randn(1, 3, 64, 64))
-    with pytest.raises(ValueError, match='3, 32, 32'):
-        m(torch.randn(1, 1, 32, 32))
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2)
+    fo = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, features_only=True, out_indices=(-1,))
     with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
-        m(torch.randn(3, 32, 32))
+        m(torch.randn(3, 32, 32))  # (forward_intermediates unpacks x.shape itself before patch_embed sees it)
+    for entry in (m, m.forward_features, lambda x: m.forward_intermediates(x, intermediates_only=True), fo):
+        with pytest.raises(ValueError, match=r'expects input \(B, 3, 32, 32\), got \(1, 3, 64, 64\)'):
+            entry(torch.randn(1, 3, 64, 64))
+        with pytest.raises(ValueError, match=r'\(B, 3, 32, 32\), got \(1, 1, 32, 32\)'):
+            entry(torch.randn(1, 1, 32, 32))
+        with pytest.raises(ValueError, match=r'^expected a float image tensor .* got torch.uint8; [^\n]*$'):
+            entry(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_bad_input_with_dynamic_img_size():
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, dynamic_img_size=True)
+    assert m(torch.randn(1, 3, 48, 64)).shape == (1, 192)  # any multiple of the patch size
+    with pytest.raises(ValueError, match=r'expected 3 input channels, got 1'):
+        m.forward_features(torch.randn(1, 1, 48, 64))
+    with pytest.raises(ValueError, match=r'multiples of the patch size \(4, 4\), got \(1, 3, 30, 32\)'):
+        m.forward_features(torch.randn(1, 3, 30, 32))
 
 
 def test_unknown_tag_and_arch():
