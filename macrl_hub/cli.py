@@ -70,7 +70,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         module.main(argv[1:])
     except SystemExit as e:  # argparse: 2 on a usage error (it printed the usage line), 0 after -h
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):  # a command's own message (e.g. macrl download's): print it, status 1
+            print(e.code, file=sys.stderr)
+            return 1
+        return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt:
         if debug:
             raise
