@@ -134,21 +134,46 @@ def eval_knn(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, n_train
 
 def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
                 optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
-                seed: int = 0, save_head: Optional[str] = None) -> Dict[str, Any]:
+                seed: int = 0, save_head: Optional[str] = None, weight_decay: float = 0.0,
+                augment: bool = False) -> Dict[str, Any]:
+    """Linear probe on the frozen encoder. augment=False: on cached features of the unaugmented images (fast);
+    augment=True: each step on features of a fresh RandomResizedCrop (scale 0.08-1) + flip of its images (the
+    paper's probe; one encoder forward per image per epoch)."""
     train, test = _splits(model, data, n_train, n_test, seed)
     ftr, fte = _features(model, train, test, precision, device)
-    return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)
+    aug = _augmented_features(model, train, precision, device, seed) if augment else None
+    return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug)
+
+
+def _augmented_features(model: nn.Module, train, precision: str, device, seed: int):
+    """idx -> (B, D) features of a random resized crop (0.08-1, flip p=0.5) of train images idx, frozen model."""
+    from .transforms import normalize, random_resized_crop, to_float
+    device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    size, mean, std = data_config(model)
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    model.eval()
+
+    @torch.no_grad()
+    def feats(idx: torch.Tensor) -> torch.Tensor:
+        x = random_resized_crop(to_float(train.images[idx].to(device)), size, (0.08, 1.0), flip_p=0.5,
+                                generator=gen)
+        with autocast(device, precision):
+            f = model.forward_head(model.forward_features(normalize(x, mean, std)), pre_logits=True)
+        return f.float().cpu()  # (B, D)
+    return feats
 
 
 def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, epochs: int = 100,
                     batch_size: int = 256, lr: float = 0.1, optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0,
                     precision: str = 'auto', device=None, seed: int = 0, save_head: Optional[str] = None,
-                    splits=None) -> Dict[str, Any]:
+                    splits=None, weight_decay: float = 0.0, augment: bool = False) -> Dict[str, Any]:
     """kNN and the linear probe from one feature extraction (the same numbers as the two separate protocols)."""
     train, test = _splits(model, data, n_train, n_test, seed, splits)
     ftr, fte = _features(model, train, test, precision, device)
+    aug = _augmented_features(model, train, precision, device, seed) if augment else None
     return {**_knn(ftr, fte, train, test, ks, t),
-            **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head)}
+            **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug)}
 
 
 def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
@@ -157,9 +182,14 @@ def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
             'temperature': t}
 
 
-def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head) -> Dict[str, Any]:
-    probe, stats = train_linear_probe(ftr, train.labels, len(train.classes), epochs, batch_size, lr,
-                                      optimizer=optimizer, seed=seed, test=(fte, test.labels))
+def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay=0.0,
+            aug=None) -> Dict[str, Any]:
+    probe, stats = train_linear_probe(aug or ftr, train.labels, len(train.classes), epochs, batch_size, lr,
+                                      weight_decay=weight_decay, optimizer=optimizer, seed=seed,
+                                      test=(fte, test.labels))
+    if aug is not None:  # train accuracy on the unaugmented images, as without augmentation
+        from .probe import accuracy
+        stats['train_top1'] = accuracy(probe(ftr), train.labels)
     if save_head:
         from .weights import save_safetensors
         head = fold_head(probe)
@@ -167,7 +197,7 @@ def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save
                          metadata={'label_names': json.dumps(train.classes)})
     return {'linear_top1': stats['test_top1'], 'linear_train_top1': stats['train_top1'], 'n_train': len(train),
             'n_test': len(test), 'probe_epochs': epochs, 'probe_lr': lr, 'probe_optimizer': optimizer,
-            'label_names': train.classes}
+            'probe_weight_decay': weight_decay, 'probe_augment': aug is not None, 'label_names': train.classes}
 
 
 def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 128, lr: float = 1.5e-3,
@@ -235,7 +265,8 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
         if ck_path:
             _save_finetune(ck_path, settings, epoch + 1, step, epoch_loss, model, opt, gen)
     return {'finetune_top1': _top1(model, test, device, precision), 'n_train': len(train), 'n_test': len(test),
-            'finetune_epochs': epochs, 'finetune_lr': lr, 'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
+            'finetune_epochs': epochs, 'finetune_lr': lr, 'finetune_weight_decay': weight_decay,
+            'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
             'train_loss_per_epoch': [round(v, 4) for v in epoch_loss], 'label_names': train.classes}
 
 
@@ -368,19 +399,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help='numbers of neighbours, one accuracy each (default: %(default)s)')
     knn.add_argument('--temperature', type=float, default=0.07,
                      help='temperature of the similarity weights exp(s / t) (default: %(default)s)')
+    from .recipes import EVAL_PROTOCOLS
+
+    def shown(protocol: str, key: str) -> str:  # '(fast: 100, paper: 200)'
+        return '(' + ', '.join(f'{n}: {v[key][0]}' for n, v in EVAL_PROTOCOLS[protocol].items()) + ')'
+
+    def settings(parser, protocol: str) -> None:
+        parser.add_argument('--protocol', dest='eval_protocol', default='fast', choices=sorted(EVAL_PROTOCOLS[protocol]),
+                            help='default values of the flags below: fast (ours, what the cards report) or paper '
+                                 '(the paper\'s; macrl_hub/recipes.py gives each source); flags given win '
+                                 '(default: %(default)s)')
+        parser.add_argument('--epochs', type=int, default=None, help='epochs ' + shown(protocol, 'epochs'))
+        parser.add_argument('--batch-size', type=int, default=None, help=shown(protocol, 'batch_size'))
+        parser.add_argument('--weight-decay', type=float, default=None, help=shown(protocol, 'weight_decay'))
+
     linear = argparse.ArgumentParser(add_help=False)
-    linear.add_argument('--epochs', type=int, default=100, help='probe epochs (default: %(default)s)')
-    linear.add_argument('--batch-size', type=int, default=256, help='(default: %(default)s)')
-    linear.add_argument('--lr', type=float, default=0.1, help='base lr, scaled by batch/256 (default: %(default)s)')
-    linear.add_argument('--optimizer', default='sgd', choices=['sgd', 'adamw'], help='(default: %(default)s)')
+    settings(linear, 'linear')
+    linear.add_argument('--lr', type=float, default=None, help='base lr, scaled by batch/256 ' + shown('linear', 'lr'))
+    linear.add_argument('--optimizer', default=None, choices=['sgd', 'adamw'], help=shown('linear', 'optimizer'))
+    linear.add_argument('--augment', default=None, action=argparse.BooleanOptionalAction,
+                        help='train the probe on random resized crops + flips, one encoder pass per image per epoch, '
+                             'instead of cached features ' + shown('linear', 'augment'))
     linear.add_argument('--save-head', default=None, help='write the folded head as safetensors here')
     finetune = argparse.ArgumentParser(add_help=False)
-    finetune.add_argument('--epochs', type=int, default=100, help='(default: %(default)s)')
-    finetune.add_argument('--batch-size', type=int, default=128, help='(default: %(default)s)')
-    finetune.add_argument('--lr', type=float, default=1.5e-3, help='peak lr, absolute (default: %(default)s)')
-    finetune.add_argument('--layer-decay', type=float, default=0.75,
-                          help='timm layer-wise lr decay (default: %(default)s)')
-    finetune.add_argument('--warmup-epochs', type=int, default=5, help='(default: %(default)s)')
+    settings(finetune, 'finetune')
+    finetune.add_argument('--lr', type=float, default=None, help='peak lr, absolute ' + shown('finetune', 'lr'))
+    finetune.add_argument('--layer-decay', type=float, default=None,
+                          help='timm layer-wise lr decay ' + shown('finetune', 'layer_decay'))
+    finetune.add_argument('--warmup-epochs', type=int, default=None, help=shown('finetune', 'warmup_epochs'))
     finetune.add_argument('--out', default=None,
                           help='folder for finetune.pth (after every epoch) and, at the end, the fine-tuned '
                                'classifier (model.safetensors + config.json, loadable as --model or timm local-dir:)')
@@ -399,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, 'eval_protocol', None):  # the chosen settings fill every flag not given
+        from .recipes import eval_settings
+        kind = 'finetune' if args.protocol == 'finetune' else 'linear'
+        for key, value in eval_settings(kind, args.eval_protocol).items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     if getattr(args, 'resume', False) and not args.out:
         parser.error('--resume needs --out (the folder holding finetune.pth)')
     keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
@@ -418,14 +470,16 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         res = eval_knn(model, data, ks=tuple(args.k), t=args.temperature, **common)
     elif args.protocol in ('linear', 'knn+linear'):
         probe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                     save_head=args.save_head)
-        res = (eval_linear(model, data, **probe, **common) if args.protocol == 'linear' else
-               eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, **probe, **common))
+                     weight_decay=args.weight_decay, save_head=args.save_head)
+        res = (eval_linear(model, data, **probe, augment=args.augment, **common) if args.protocol == 'linear' else
+               eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, augment=args.augment, **probe,
+                               **common))
     elif args.protocol == 'classify':
         res = eval_classify(model, data, n_test=args.n_test, precision=args.precision, device=device, seed=args.seed)
     else:
         res = eval_finetune(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs, out=args.out,
+                            weight_decay=args.weight_decay, layer_decay=args.layer_decay,
+                            warmup_epochs=args.warmup_epochs, out=args.out,
                             resume=args.resume, **common)
         if args.out:
             save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])

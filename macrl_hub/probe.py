@@ -4,7 +4,7 @@ The BatchNorm is folded into the linear layer afterwards (`fold_head`), so the r
 classifier head on the encoder's pre-logits: `model.head.load_state_dict(fold_head(probe))`.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 def train_linear_probe(
-        train_feats: Tensor,
+        train_feats: Union[Tensor, Callable[[Tensor], Tensor]],
         train_labels: Tensor,
         num_classes: int,
         epochs: int = 100,
@@ -51,9 +51,13 @@ def train_linear_probe(
         seed: int = 0,
         test: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> Tuple[LinearProbe, Dict[str, float]]:
-    """Train on cached features (no augmentation). lr is scaled by batch_size / 256 (MAE); cosine decay."""
+    """Train on cached features (no augmentation), or on `train_feats(idx)`: a function returning fresh (B, D)
+    features of the train images `idx` (e.g. of an augmented view). lr is scaled by batch_size / 256 (MAE); cosine
+    decay."""
     torch.manual_seed(seed)
-    probe = LinearProbe(train_feats.shape[1], num_classes)
+    feats = train_feats if callable(train_feats) else train_feats.__getitem__
+    dim = feats(torch.zeros(1, dtype=torch.long)).shape[1] if callable(train_feats) else train_feats.shape[1]
+    probe = LinearProbe(dim, num_classes)
     eff_lr = lr * batch_size / 256
     if optimizer == 'sgd':
         opt = torch.optim.SGD(probe.parameters(), lr=eff_lr, momentum=0.9, weight_decay=weight_decay)
@@ -61,7 +65,7 @@ def train_linear_probe(
         opt = torch.optim.AdamW(probe.parameters(), lr=eff_lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
-    n = train_feats.shape[0]
+    n = train_labels.shape[0]
     steps_per_epoch = max(1, n // batch_size)
     total = epochs * steps_per_epoch
     g = torch.Generator().manual_seed(seed)
@@ -73,13 +77,13 @@ def train_linear_probe(
             idx = perm[i * batch_size:(i + 1) * batch_size]
             for group in opt.param_groups:
                 group['lr'] = eff_lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(probe(train_feats[idx]), train_labels[idx])
+            loss = F.cross_entropy(probe(feats(idx)), train_labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
     probe.eval()
-    stats = {'train_top1': accuracy(probe(train_feats), train_labels)}
+    stats = {} if callable(train_feats) else {'train_top1': accuracy(probe(train_feats), train_labels)}
     if test is not None:
         stats['test_top1'] = accuracy(probe(test[0]), test[1])
     return probe, stats

@@ -2,6 +2,7 @@
 
     macrl train --recipe paper --data ... --out runs/paper                 # the paper's CIFAR recipe
     macrl train --recipe paper --epochs 200 --accum-steps 8 --data ...     # flags given override the recipe
+    macrl eval linear --protocol paper --model ... --data ...              # the paper's probe (EVAL_PROTOCOLS)
 
 `fast` (the default) is `TrainConfig`'s own defaults: what we train and publish with on small hardware.
 `paper` sets the paper's CIFAR pretraining settings (Sec. 3-5, Algorithm 1). Each value below carries its
@@ -14,7 +15,7 @@ from typing import Any, Dict, Tuple
 
 from .config import TrainConfig
 
-__all__ = ['RECIPES', 'recipe_overrides', 'config', 'apply_recipe']
+__all__ = ['RECIPES', 'recipe_overrides', 'config', 'apply_recipe', 'EVAL_PROTOCOLS', 'eval_settings']
 
 #: recipe -> {TrainConfig field: (value, source / reading)}; `fast` is TrainConfig's defaults.
 RECIPES: Dict[str, Dict[str, Tuple[Any, str]]] = {
@@ -63,3 +64,36 @@ def apply_recipe(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     command line), which win."""
     changes = {k: v for k, v in recipe_overrides(cfg.recipe).items() if k not in given}
     return dataclasses.replace(cfg, **changes)
+
+
+_NOT_GIVEN = 'not given by the paper: ours'
+#: evaluation protocol -> settings -> {flag: (value, source)}; `fast` is what our cards report.
+EVAL_PROTOCOLS: Dict[str, Dict[str, Dict[str, Tuple[Any, str]]]] = {
+    'linear': {
+        'fast': {'epochs': (100, 'ours'), 'batch_size': (256, 'ours'), 'lr': (0.1, 'MAE: base lr per 256'),
+                 'optimizer': ('sgd', 'ours (momentum 0.9)'), 'weight_decay': (0.0, 'MAE'),
+                 'augment': (False, 'ours: cached features of the unaugmented images, one encoder pass')},
+        'paper': {'epochs': (200, 'Sec. 5.1: MACRL is linear-probed for 200 epochs'),
+                  'batch_size': (256, _NOT_GIVEN),
+                  'lr': (0.1, 'Sec. 4: "learning rate as 0.1", read as MAE\'s base lr per 256 images'),
+                  'optimizer': ('adamw', 'Sec. 4: "AdamW is still preferred"'),
+                  'weight_decay': (0.0, 'Sec. 4: "set to zero, following the setups in MAE"'),
+                  'augment': (True, 'Sec. 4: "random resize crop and random horizontal flip"')},
+    },
+    'finetune': {
+        'fast': {'epochs': (100, 'ours'), 'batch_size': (128, 'ours'), 'lr': (1.5e-3, 'the paper'),
+                 'weight_decay': (0.05, 'MAE'), 'layer_decay': (0.75, 'MAE'), 'warmup_epochs': (5, 'MAE')},
+        'paper': {'epochs': (200, 'Sec. 5.1: MACRL is fine-tuned for 200 epochs'), 'batch_size': (128, _NOT_GIVEN),
+                  'lr': (1.5e-3, 'Sec. 4: "the learning rate is 1.5e-3" (absolute peak lr)'),
+                  'weight_decay': (0.01, 'Sec. 4: "with 0.01 weight decay"'),
+                  'layer_decay': (0.75, _NOT_GIVEN + ' (MAE\'s)'), 'warmup_epochs': (5, _NOT_GIVEN)},
+    },
+}
+
+
+def eval_settings(protocol: str, name: str) -> Dict[str, Any]:
+    """{flag: value} of evaluation `protocol` ('linear' | 'finetune') under settings `name` ('fast' | 'paper')."""
+    table = EVAL_PROTOCOLS[protocol]
+    if name not in table:
+        raise ValueError(f'unknown --protocol {name!r}; choose from {sorted(table)}')
+    return {k: v for k, (v, _) in table[name].items()}

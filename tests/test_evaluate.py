@@ -127,3 +127,32 @@ def test_classify_a_lin_folder_gives_the_probe_accuracy(trained_ckpt, small_fold
         eval_classify(load_encoder(str(trained_ckpt)), str(small_folder))
     with pytest.raises(ValueError, match='classifies into 3 classes'):
         eval_classify(load_encoder(str(trained_ckpt), num_classes=3), str(small_folder))
+
+
+def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckpt, small_folder, monkeypatch):
+    """`--protocol paper`: the paper's probe (AdamW, wd 0, random resized crop + flip, 200 epochs) and fine-tune
+    (wd 0.01, 200 epochs); values typed here from the paper, not read from recipes.py."""
+    import macrl_hub.evaluate as ev
+    base = ['--model', str(trained_ckpt), '--data', str(small_folder), '--precision', 'fp32']
+    fast = eval_main(['linear', *base, '--epochs', '2'])
+    assert (fast['probe_optimizer'], fast['probe_weight_decay'], fast['probe_augment']) == ('sgd', 0.0, False)
+    calls = []
+    orig = ev._augmented_features
+
+    def spy(*a, **kw):
+        feats = orig(*a, **kw)
+        return lambda idx: (calls.append(len(idx)), feats(idx))[1]
+    monkeypatch.setattr(ev, '_augmented_features', spy)
+    paper = eval_main(['linear', *base, '--protocol', 'paper', '--epochs', '2'])
+    assert (paper['probe_optimizer'], paper['probe_weight_decay'], paper['probe_augment'], paper['probe_lr']) == \
+        ('adamw', 0.0, True, 0.1)
+    assert paper['probe_epochs'] == 2  # the flag given wins over the protocol's 200
+    assert sum(calls) >= 2 * 192  # each epoch drew fresh augmented features of all 192 images
+    assert paper['linear_top1'] != fast['linear_top1'] or paper['linear_train_top1'] != fast['linear_train_top1']
+    captured = {}
+    monkeypatch.setattr(ev, 'eval_finetune', lambda model, data, **kw: captured.update(kw) or
+                        {'finetune_top1': 0.0, 'label_names': []})
+    eval_main(['finetune', *base, '--protocol', 'paper', '--lr', '1e-4'])
+    assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (200, 0.01, 1e-4)
+    eval_main(['finetune', *base])
+    assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (100, 0.05, 1.5e-3)
