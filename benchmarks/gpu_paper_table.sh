@@ -4,7 +4,9 @@
 # the 10,000 test images. Rows go in order (seed 0's four, seed 1's four, ablations) and the table, its JSON and
 # both curve PNGs are rewritten in $OUT after every row, so a call cut short still brings back every finished row.
 #   rehearse on CPU first:  bash benchmarks/gpu_paper_table_rehearse.sh
+#   before:    git rm -r -q --cached model_cards && echo /model_cards/ >> .git/info/exclude   (over 64 MiB to carry)
 #   the call:  run(command="bash benchmarks/gpu_paper_table.sh", carry=[".data", ".whl"], timeout_s=600)
+#   after:     git reset -q model_cards && grep -vx /model_cards/ .git/info/exclude > e.tmp; mv e.tmp .git/info/exclude
 #   then:      cp <files_at>/paper_table.* <files_at>/paper_curves*.png benchmarks/results/gpu/  (and README)
 # Sizing (H200, ViT-Ti/4, measured in earlier calls: eager step 16,292 img/s at batch 1024, ~11.4k img/s in
 # `macrl train`): 8 MACRL-epochs of FLOPs per row is ~40 s of training; 6 training rows + 2 random + 3 ablations,
