@@ -10,7 +10,7 @@ and of any torchvision transform.
   cifar10 | cifar100                 torchvision, downloaded to $MACRL_DATA or ~/.cache/macrl when online
   path/to/folder                     ImageFolder: <folder>/<split>/<class>/*.jpg, or <folder>/<class>/*
   path/to/archive.tar[.gz|.xz]|.tgz  the same tree inside an archive (read without unpacking), e.g.
-                                     ../shared/data/cifar10-jpeg.tar.xz, imagenette2-160.tgz
+                                     cifar10-jpeg.tar.xz (train/<class>/*.jpg, test/...), imagenette2-160.tgz
 """
 import io
 import os

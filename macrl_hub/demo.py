@@ -1,8 +1,8 @@
 """The main job, end to end: published encoder -> kNN on CIFAR-10 -> attention-map PNG.
 
     macrl demo                                             # CIFAR-10 from torchvision (online)
-    macrl demo --data ../shared/data/cifar10-jpeg.tar.xz   # offline: the ImageFolder archive
-    MACRL_DATA=../shared/data/cifar10-jpeg.tar.xz macrl demo --model macrl_vit_tiny_p4_cifar.cifar10
+    macrl demo --data path/to/cifar10-jpeg.tar.xz          # offline: an ImageFolder archive of CIFAR-10
+    MACRL_DATA=path/to/cifar10-jpeg.tar.xz macrl demo --model macrl_vit_tiny_p4_cifar.cifar10
 
 Writes <out>/knn.json (the same JSON line `macrl eval knn` prints) and <out>/attention.png.
 """

@@ -1,6 +1,6 @@
 """Evaluation: `macrl eval knn|linear|knn+linear|finetune|classify` (also `python -m macrl_hub.evaluate`).
 
-    macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz
+    macrl eval knn --model macrl_vit_tiny_p4_cifar.cifar10 --data cifar10     # or path/to/cifar10-jpeg.tar.xz
     macrl eval linear --model runs/tiny/checkpoint.pth --data cifar10 --epochs 100
     macrl eval knn+linear --model runs/tiny/checkpoint.pth --data ...        # both, features extracted once
     macrl eval finetune --model model_cards/macrl_vit_tiny_p4_cifar.cifar10 --data ... --epochs 100 \\

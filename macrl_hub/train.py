@@ -1,7 +1,7 @@
 """MACRL pretraining: `macrl train` (also `python -m macrl_hub.train`).
 
 One process (CPU or one GPU):
-    macrl train --model macrl_vit_tiny_p4_cifar --data ../shared/data/cifar10-jpeg.tar.xz \\
+    macrl train --model macrl_vit_tiny_p4_cifar --data cifar10 \\
         --epochs 100 --batch-size 256 --out runs/tiny
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget

@@ -1,6 +1,6 @@
 """Attention maps (the paper's Fig. 3): `macrl viz attention` (also `python -m macrl_hub.viz`).
 
-    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10 --data ../shared/data/cifar10-jpeg.tar.xz \\
+    macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10 --data cifar10 \\
         --n 8 --out maps.png
     macrl viz attention --model macrl_vit_tiny_p4_cifar.cifar10_lin --method chefer --images a.png b.jpg
     macrl viz attention --model runs/macrl/checkpoint.pth --compare runs/mae/checkpoint.pth runs/moco/checkpoint.pth
