@@ -2,10 +2,11 @@
 the checkpoint, the eval JSON lines and the training log. Nothing on a card is typed by hand."""
 import json
 import platform
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ['write_model_card', 'train_command', 'hardware']
+__all__ = ['write_model_card', 'train_command', 'hardware', 'public_data_arg']
 
 _DATASETS = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'tinyimagenet': 'zh-plus/tiny-imagenet',
              'imagenette': 'frgfm/imagenette', 'imagewoof': 'frgfm/imagewoof'}
@@ -25,6 +26,13 @@ def _label(key: str, ev: Dict[str, Any]) -> str:
     if key == 'finetune_top1' and ev.get('finetune_epochs'):
         return f'{_METRICS[key]} ({ev["finetune_epochs"]} epochs)'
     return _METRICS[key]
+
+
+def public_data_arg(command: str) -> str:
+    """`--data ../some/local/dir/cifar10-jpeg.tar.xz` -> `--data path/to/cifar10-jpeg.tar.xz`: a card's reader has
+    none of our local folders, only the same file or folder under a path of their own (torchvision names such as
+    `cifar10` stay as they are)."""
+    return re.sub(r'(--data[ =])(\S*/)([^/\s]+)', lambda m: m.group(1) + 'path/to/' + m.group(3), command)
 
 
 def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed: bool = False) -> str:
@@ -55,7 +63,7 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
         else:
             sval = str(v)
             parts.append(f"{flag} '{sval}'" if any(c in sval for c in ' {}"') else f'{flag} {sval}')
-    return ' \\\n    '.join(parts)
+    return public_data_arg(' \\\n    '.join(parts))
 
 
 def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[str, Any],
@@ -137,7 +145,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
             for key in _METRICS:
                 if key in ev:
                     used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
-                    lines.append(f'| {_label(key, ev)} | {ev[key]:.2f}% | {used} images | `{ev.get("command", "")}` |')
+                    lines.append(f'| {_label(key, ev)} | {ev[key]:.2f}% | {used} images | `{public_data_arg(ev.get("command", ""))}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

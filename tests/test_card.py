@@ -88,3 +88,18 @@ def test_card_of_a_run_fitted_to_its_time_budget(tmp_path):
     cmd = card.split('```bash')[1].split('```')[0]
     assert '--total-steps 6005' in cmd and '--max-steps 5121' in cmd
     assert '--fit-budget' not in cmd and '--time-budget' not in cmd
+
+
+def test_cards_show_no_local_data_paths():
+    """A card's commands name the data as a reader has it: torchvision's name, or path/to/<the file>."""
+    from pathlib import Path
+    from macrl_hub.card import public_data_arg, train_command
+    assert public_data_arg('macrl eval knn --data ../shared/data/cifar10-jpeg.tar.xz --k 20') == \
+        'macrl eval knn --data path/to/cifar10-jpeg.tar.xz --k 20'
+    assert public_data_arg('macrl eval knn --data cifar10') == 'macrl eval knn --data cifar10'
+    cmd = train_command({'model': 'macrl_vit_tiny_p4_cifar', 'data': '/home/me/data/imagenette2-160.tgz'})
+    assert '--data path/to/imagenette2-160.tgz' in cmd and '/home/me' not in cmd
+    cards = Path(__file__).resolve().parent.parent / 'model_cards'
+    for readme in cards.glob('*/README.md'):
+        text = readme.read_text()
+        assert '--data ../' not in text and 'shared/data' not in text and '--data .data/' not in text, readme
