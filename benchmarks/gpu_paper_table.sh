@@ -12,14 +12,7 @@
 # `macrl train`): 8 MACRL-epochs of FLOPs per row is ~40 s of training; 6 training rows + 2 random + 3 ablations,
 # with data decode and evaluation, fit in JOB_S=540 s.
 set -uo pipefail
-if ls .whl/*.whl > /dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "installing .whl/ failed"; exit 1; }
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OUT=${OUT:-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+source "$(dirname "$0")/gpu_env.sh"  # carried wheels, environment, $OUT
 DATA=${DATA:-.data/cifar10-jpeg.tar.xz}
 start=$(date +%s)
 # shellcheck disable=SC2086  # ABLATIONS and EXTRA are word lists

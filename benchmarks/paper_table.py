@@ -101,10 +101,6 @@ def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
                 **ev, curve=curve)
 
 
-def n_images(args) -> int:
-    return args.num_train or len(load_dataset(args.data, 'train'))
-
-
 def _fmt(rows: List[dict], key: str) -> str:
     """'mean (seed values)' over the seeds of one row."""
     vals = [r[key] for r in rows]
@@ -181,7 +177,8 @@ def main():
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n_train = n_images(args)
+    train_split = load_dataset(args.data, 'train')  # decoded once: its size, then the evaluation subset
+    n_train = args.num_train or len(train_split)
     base = dict(model=args.model, model_args=args.model_args, data=args.data, num_train=args.num_train,
                 epochs=max(1, math.ceil(args.epochs)), batch_size=args.batch_size, blr=args.blr,
                 bank_size=args.bank_size, alpha=args.alpha, seed=args.seeds[0], precision=args.precision,
@@ -190,11 +187,9 @@ def main():
     evals = dict(probe_epochs=args.probe_epochs, eval_train=args.eval_train, eval_test=args.eval_test)
     settings = dict(base=base, n_train=n_train, equal=args.equal, epochs=args.epochs, **evals)
     ref_flops = step_flops(TrainConfig(**{k: v for k, v in base.items() if k != 'data'}, objective='macrl'))
-    plans = {}  # row name -> plan, in table order
-    for seed in args.seeds:
-        for obj in args.objectives:
-            name = obj if seed == args.seeds[0] else f'{obj} (seed {seed})'
-            plans[name] = plan(name, {'objective': obj, 'seed': seed}, base, args, n_train, ref_flops)
+    plans = [(obj, plan(obj if seed == args.seeds[0] else f'{obj} (seed {seed})', {'objective': obj, 'seed': seed},
+                        base, args, n_train, ref_flops))
+             for seed in args.seeds for obj in args.objectives]  # (objective, plan), in table order
     abl_plans = []
     for spec in args.ablations:
         key, values = _parse_ablation(spec)
@@ -210,7 +205,7 @@ def main():
                 cache[json.dumps(dict(r['plan_cfg'], **r['evals']), sort_keys=True)] = r
     t_all = time.time()
     cmd = 'python benchmarks/paper_table.py ' + shlex.join(sys.argv[1:])
-    splits = (load_dataset(args.data, 'train').subset(args.eval_train, seed=0),
+    splits = (train_split.subset(args.eval_train, seed=0),
               load_dataset(args.data, 'test').subset(args.eval_test, seed=0))
     main_rows: Dict[str, List[dict]] = {obj: [] for obj in args.objectives}
     ablations = [(key, []) for key, _ in abl_plans]
@@ -225,11 +220,9 @@ def main():
         print(json.dumps({k: v for k, v in row.items() if k not in ('curve', 'plan_cfg')}), flush=True)
         return row
 
-    for seed in args.seeds:
-        for obj in args.objectives:
-            name = obj if seed == args.seeds[0] else f'{obj} (seed {seed})'
-            main_rows[obj].append(do(plans[name]))
-            write_outputs(out, args, main_rows, ablations, settings, cmd, t_all)
+    for obj, pl in plans:
+        main_rows[obj].append(do(pl))
+        write_outputs(out, args, main_rows, ablations, settings, cmd, t_all)
     for (key, pls), (_, rows) in zip(abl_plans, ablations):
         for pl in pls:
             rows.append(dict(do(pl), value=pl['value']))
