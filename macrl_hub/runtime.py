@@ -26,7 +26,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'ATTENTION_MODES']
+__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'ATTENTION_MODES']
 
 ATTENTION_MODES = ('auto', 'fused', 'explicit')
 
@@ -82,3 +82,15 @@ def attention_kernel(model: torch.nn.Module, device: torch.device, precision: st
     finally:
         for m, f in zip(attns, saved):
             m.fused_attn = f
+
+
+def compile_blocks(model: torch.nn.Module) -> None:
+    """torch.compile, in place, the parts of a MACRL wrapper that carry the FLOPs: the encoder's blocks, the decoder
+    and the momentum encoder's blocks (state-dict keys stay unprefixed; masking, gathers and the bank stay eager).
+    A graph that fails to compile runs eagerly, with a warning."""
+    import torch._dynamo as dynamo
+    dynamo.config.suppress_errors = True
+    for m in (model.encoder.blocks, getattr(model, 'decoder', None),
+              getattr(getattr(model, 'momentum_encoder', None), 'blocks', None)):
+        if m is not None:
+            m.compile()

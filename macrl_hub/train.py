@@ -40,7 +40,7 @@ from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
-from .runtime import choose_attention, keep_freed_memory
+from .runtime import choose_attention, compile_blocks, keep_freed_memory
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
@@ -273,11 +273,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     fwd_model = ddp_model
     if cfg.compile:
-        import torch._dynamo as dynamo
-        dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly, with a warning
-        for m in (model.encoder.blocks, model.decoder, getattr(model.momentum_encoder, 'blocks', None)):
-            if m is not None:
-                m.compile()  # in place: state-dict keys stay unprefixed
+        compile_blocks(model)
 
     if master:
         (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

@@ -82,3 +82,22 @@ def test_both_kernels_compute_the_same_function_and_the_context_restores_flags()
             out = model.forward_features(x)
     assert all(_flags(model)), 'attention_kernel did not restore the model\'s own flags'
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('objective,want', [('macrl', ['encoder.blocks', 'decoder', 'momentum_encoder.blocks']),
+                                            ('mae', ['encoder.blocks', 'decoder']),
+                                            ('moco', ['encoder.blocks', 'momentum_encoder.blocks'])])
+def test_compile_blocks_compiles_the_flop_heavy_parts_in_place(objective, want, monkeypatch):
+    """`macrl train --compile` and benchmarks/train_step.py --compile: which modules get torch.compile'd (recorded,
+    not compiled: a real compile takes minutes on 2 cores), in place so checkpoint keys keep their names."""
+    import torch
+    from conftest import tiny_macrl
+    from macrl_hub.runtime import compile_blocks
+    model = tiny_macrl(objective)
+    names = {id(m): n for n, m in model.named_modules()}
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: compiled.append(names[id(self)]))
+    keys = list(model.state_dict())
+    compile_blocks(model)
+    assert compiled == want
+    assert list(model.state_dict()) == keys
