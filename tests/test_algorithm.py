@@ -67,6 +67,45 @@ def test_each_view_gets_its_own_mask():
         assert set(a.tolist()) != set(b.tolist())
 
 
+# -- the model's mask_ratio is the one the main branch and the reconstruction loss use --------------------
+@pytest.mark.parametrize('mask_ratio,visible', [(0.6, 25), (0.9, 6)])  # int(64 * (1 - ratio)): 25.6 -> 25, 6.4 -> 6
+def test_mask_ratio_of_the_model_reaches_the_encoder_and_the_loss(mask_ratio, visible):
+    model = tiny_macrl(mask_ratio=mask_ratio)
+    B, L = 2, model.num_patches
+    seen_keep, seen_mask = [], []
+    enc, mim = model.forward_encoder, model.forward_loss_mim
+    model.forward_encoder = lambda x, ids: (seen_keep.append(ids), enc(x, ids))[1]
+    model.forward_loss_mim = lambda imgs, pred, mask: (seen_mask.append(mask), mim(imgs, pred, mask))[1]
+    with torch.no_grad():
+        model(*_views(B), mask_noise=torch.rand(2 * B, L))
+        model(*_views(B), generator=torch.Generator().manual_seed(0))
+    for ids_keep, mask in zip(seen_keep, seen_mask):
+        assert ids_keep.shape == (2 * B, visible)
+        assert torch.all(mask.sum(1) == L - visible)  # masked patches, what 'masked' reconstruction scores
+
+
+# -- q = p_q(avg-pool(z)), k = p_k(avg-pool(w)): token-averaged features, no class token ------------------
+def test_queries_and_keys_average_the_tokens():
+    model = tiny_macrl().eval()
+    B, L = 3, model.num_patches
+    keep = num_keep(L, model.mask_ratio)
+    x = torch.randn(B, 3, 32, 32)
+    ids_keep = torch.rand(B, L).argsort(dim=1)[:, :keep]
+    with torch.no_grad():
+        latent = model.forward_encoder(x, ids_keep)  # (B, L_keep, D), no prefix tokens
+        q = model.project(latent)
+        w = model.momentum_encoder.forward_features(x)  # (B, L, D)
+        k = model.forward_momentum(x)
+        torch.testing.assert_close(q, F.normalize(model.projector(model.encoder.fc_norm(latent.mean(1))), dim=1),
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(k, F.normalize(model.momentum_projector(model.momentum_encoder.fc_norm(w.mean(1))),
+                                                  dim=1), rtol=1e-5, atol=1e-6)
+        # the same visible set in another order: the same query (a pooled feature, not the first token's)
+        q_flipped = model.project(model.forward_encoder(x, ids_keep.flip(1)))
+        assert not torch.allclose(latent[:, 0], model.forward_encoder(x, ids_keep.flip(1))[:, 0], atol=1e-3)
+    torch.testing.assert_close(q_flipped, q, rtol=0, atol=1e-5)
+
+
 # -- cl_loss = ctr(q1, k2) + ctr(q2, k1), negatives from the bank -----------------------------------
 @pytest.mark.parametrize('in_batch_negatives', [True, False])
 def test_contrastive_loss_by_hand_and_bank_after_the_loss(in_batch_negatives):

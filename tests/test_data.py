@@ -74,6 +74,26 @@ def test_odd_image_modes_become_rgb():
     assert torch.all(imgs[2] == 255)
 
 
+def test_transparent_pixels_are_composited_on_white():
+    """Transparency means the white page behind the image: alpha 0 -> white whatever the colour under it, alpha 128 ->
+    halfway to white; in RGBA, LA and palette-with-transparency PNGs alike."""
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere ...
+    rgba[:, :4, 3] = 0  # ... fully transparent on the left half
+    rgba[:, 4:, 3] = 128  # half transparent on the right half
+    la = np.zeros((8, 8, 2), np.uint8)  # black, fully transparent
+    pal = Image.fromarray(np.zeros((8, 8), np.uint8), mode='P')
+    pal.putpalette([0, 0, 0] * 256)  # index 0 black, marked transparent
+    buf = io.BytesIO()
+    pal.save(buf, format='PNG', transparency=0)
+    imgs, keep = decode_images([_png(rgba), _png(la, mode='LA'), buf.getvalue()], ['rgba', 'la', 'p'], size=8)
+    assert keep == [0, 1, 2]
+    assert torch.all(imgs[0, :, :, :4] == 255)  # transparent red -> white
+    assert torch.all(imgs[0, 0, :, 4:] == 255)  # half transparent red over white: red stays full ...
+    assert torch.all((imgs[0, 1:, :, 4:] - 127).abs() <= 1)  # ... green and blue halfway
+    assert torch.all(imgs[1] == 255) and torch.all(imgs[2] == 255)  # transparent black -> white
+
+
 def test_missing_split_empty_and_bad_paths(tmp_path):
     _write_tree(tmp_path / 'ds')
     with pytest.raises(DataError, match=r"split 'test' not found.*splits present: \['train'\]"):

@@ -1,6 +1,9 @@
 import torch
 
-from macrl_hub.transforms import PairAugment, ViewConfig, augment_view, eval_batch, random_resized_crop, solarize
+import math
+
+from macrl_hub.transforms import (PairAugment, ViewConfig, augment_view, eval_batch, gaussian_blur,
+                                 random_resized_crop, solarize)
 
 
 def test_full_crop_without_flip_is_identity():
@@ -35,3 +38,31 @@ def test_eval_batch_normalises_and_resizes():
     x = torch.full((2, 3, 16, 16), 255, dtype=torch.uint8)
     y = eval_batch(x, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert y.shape == (2, 3, 32, 32) and torch.allclose(y, torch.full_like(y, 2.0), atol=1e-3)
+
+
+def test_gaussian_blur_spreads_a_point_by_the_gaussian_kernel():
+    """A single bright pixel blurred with sigma 1: a 3x3 kernel at 32 px (10% of the side, odd), outer(k, k) with
+    k = exp(-r^2 / 2) / sum for r in -1, 0, 1; the image mass is kept."""
+    x = torch.zeros(2, 3, 32, 32)
+    x[:, :, 16, 16] = 1.0
+    y = gaussian_blur(x, 1.0, sigma=(1.0, 1.0))
+    k = torch.tensor([math.exp(-0.5), 1.0, math.exp(-0.5)])
+    k = k / k.sum()
+    expected = torch.zeros_like(x)
+    expected[:, :, 15:18, 15:18] = torch.outer(k, k)
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
+    assert torch.equal(gaussian_blur(x, 0.0), x)  # p = 0: untouched
+
+
+def test_blur_in_a_view_smooths_it():
+    """augment_view with blur_p=1 against the same view (same generator, so the same crop) without blur: sigma ~
+    U(0.1, 2) per image, so on noise the blurred batch has clearly less pixel-to-pixel variation."""
+    x = torch.rand(32, 3, 32, 32)
+    cfg = dict(crop_scale=(1.0, 1.0), flip_p=0, jitter_p=0, gray_p=0)
+    sharp = augment_view(x, 32, ViewConfig(**cfg), torch.Generator().manual_seed(0))
+    blurred = augment_view(x, 32, ViewConfig(blur_p=1.0, **cfg), torch.Generator().manual_seed(0))
+
+    def tv(v):
+        return (v[..., 1:, :] - v[..., :-1, :]).abs().mean() + (v[..., :, 1:] - v[..., :, :-1]).abs().mean()
+
+    assert float(tv(blurred)) < 0.7 * float(tv(sharp)), (float(tv(blurred)), float(tv(sharp)))

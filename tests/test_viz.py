@@ -58,6 +58,24 @@ def test_planted_attention_shows_up():
     assert torch.all((m[..., 10] > others[..., 0]).any(0)), 'chefer misses the attended patch'
 
 
+def test_chefer_explains_the_chosen_class():
+    """Chefer weighs each attention by its gradient for the explained class. With logit_1 = -logit_0 the gradients of
+    the two classes are opposite, so (grad * A)^+ of one class is the negative part of the other's: the two maps
+    differ, while rollout (attention only) cannot tell the classes apart. A large head makes the gradients, and so the
+    relevance added to the identity, large."""
+    model = tiny_encoder(num_classes=2).eval()
+    with torch.no_grad():
+        model.head.weight[0] *= 1000
+        model.head.weight[1] = -model.head.weight[0]
+        model.head.bias.zero_()
+    x = torch.randn(3, 3, 32, 32)
+    maps = [attention_maps(model, x, 'chefer', target=torch.full((3,), c)) for c in (0, 1)]
+    diff = (maps[0] - maps[1]).abs().sum(dim=(1, 2))  # L1 between the two classes' maps, per image (each sums to 1)
+    assert torch.all(diff > 0.01), diff
+    roll = [attention_maps(model, x, 'rollout', target=torch.full((3,), c)) for c in (0, 1)]
+    torch.testing.assert_close(roll[0], roll[1])
+
+
 def test_save_grid(tmp_path):
     from PIL import Image
     imgs = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
