@@ -78,6 +78,20 @@ def plan(name: str, overrides: Dict[str, Any], base: Dict[str, Any], args, n_tra
     return dict(name=name, cfg=cfg, steps=steps, flops_per_img=flops)
 
 
+def _finished_run(run_dir: Path, cfg: dict):
+    """The log's end record of a scratch run with exactly these settings that completed its schedule, else None."""
+    try:
+        saved = json.loads((run_dir / 'config.json').read_text())
+        ends = [r for r in read_log(run_dir / 'log.jsonl') if r.get('event') == 'end']
+    except (OSError, ValueError):
+        return None
+    if any(saved.get(k) != v for k, v in cfg.items()) or not ends:
+        return None
+    end = ends[-1]
+    ok = end.get('reason') == 'done' and end.get('step') == cfg['total_steps'] and Path(end['checkpoint']).is_file()
+    return end if ok else None
+
+
 def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
     """Train one row and evaluate it; 'random' evaluates the untrained encoder (the floor every method must clear)."""
     cfg = p['cfg']
@@ -87,10 +101,15 @@ def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
         enc = timm.create_model(args.model, **json.loads(args.model_args or '{}'))
         return dict(name=p['name'], epochs=0.0, train_min=0.0, pflops=0.0, hardware=hardware(),
                     **evaluate(enc, args.data, splits, args.probe_epochs), curve=[])
-    shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
-    t0 = time.time()
-    res = train(TrainConfig(**cfg, out=str(run_dir)))
-    train_min = (time.time() - t0) / 60
+    done = _finished_run(run_dir, cfg)
+    if done is not None:  # trained to the end by an invocation that stopped before writing its row: evaluate it
+        print(f'{p["name"]}: reusing the finished training run in {run_dir} (same settings)', flush=True)
+        res, train_min = dict(step=done['step'], checkpoint=done['checkpoint']), done['train_time'] / 60
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
+        t0 = time.time()
+        res = train(TrainConfig(**cfg, out=str(run_dir)))
+        train_min = (time.time() - t0) / 60
     ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
     img = args.batch_size * p['flops_per_img']  # FLOPs per step
     curve = [dict(step=r['step'], minutes=round((r['time'] - r.get('monitor_s', 0.0)) / 60, 2),
@@ -111,6 +130,8 @@ def _fmt(rows: List[dict], key: str) -> str:
 
 def write_outputs(out: Path, args, main_rows: Dict[str, List[dict]], ablations, settings: dict, cmd: str,
                   t_all: float) -> None:
+    (out / 'paper_table.json').write_text(json.dumps(dict(rows=main_rows, ablations=ablations, command=cmd,
+                                                          settings=settings), indent=1))  # first: rows are never lost
     every = [r for rs in main_rows.values() for r in rs] + [r for _, rs in ablations for r in rs]
     hw = sorted({r['hardware'] for r in every})
     seeds = ', '.join(str(s) for s in args.seeds)
@@ -135,12 +156,11 @@ def write_outputs(out: Path, args, main_rows: Dict[str, List[dict]], ablations, 
         md += ['', f'## Ablation: {key} (seed {args.seeds[0]})', '',
                f'| {key} | epochs | kNN k=20 | kNN k=200 | linear | pretrain min |', '|---|---|---|---|---|---|']
         ref = main_rows.get('macrl', [])[:1]
-        rs = [dict(r, value=f'{settings["base"][key]} (default)') for r in ref] + rs
+        default = settings['base'].get(key, getattr(TrainConfig(), key))  # a field this script has no flag for
+        rs = [dict(r, value=f'{default} (default)') for r in ref] + rs
         md += [f'| {r["value"]} | {r["epochs"]:g} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | '
                f'{r["train_min"]} |' for r in rs]
     (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
-    (out / 'paper_table.json').write_text(json.dumps(dict(rows=main_rows, ablations=ablations, command=cmd,
-                                                          settings=settings), indent=1))
     for x, path, label in (('minutes', 'paper_curves.png', 'training minutes'),
                            ('pflops', 'paper_curves_flops.png', 'training PFLOP')):
         series = {r['name']: [(c[x], c['knn200']) for c in r['curve']] for r in every if r['curve']}
