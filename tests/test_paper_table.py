@@ -1,0 +1,50 @@
+"""benchmarks/paper_table.py's bookkeeping (not its training): the table for an ablation of any TrainConfig field,
+rows written before the table is rendered, and a finished scratch run evaluated instead of retrained."""
+import argparse
+import importlib.util
+import json
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope='module')
+def pt():
+    spec = importlib.util.spec_from_file_location('paper_table', ROOT / 'benchmarks' / 'paper_table.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(name, **kw):
+    return dict(dict(name=name, epochs=1.0, train_min=1.0, pflops=0.1, hardware='test', knn20=30.0, knn200=31.0,
+                     linear=40.0, flops_per_img=3e9, curve=[dict(minutes=1.0, pflops=0.1, knn200=31.0)]), **kw)
+
+
+@pytest.mark.parametrize('key,default', [('mask_ratio', '0.75'), ('rec_on', 'masked'), ('alpha', '0.1')])
+def test_ablation_of_any_field_renders_with_its_default(pt, tmp_path, key, default):
+    """mask_ratio and rec_on have no flag of their own in paper_table.py (their default comes from TrainConfig)."""
+    args = argparse.Namespace(model='m', batch_size=128, blr=1e-3, epochs=1.0, equal='flops', seeds=[0],
+                              probe_epochs=50, eval_train=100, eval_test=100)
+    settings = dict(base=dict(bank_size=16384, alpha=0.1), n_train=1000)
+    ablation = [(key, [_row(f'macrl_{key}=x', value='x')])]
+    pt.write_outputs(tmp_path, args, {'macrl': [_row('macrl')]}, ablation, settings, 'cmd', 0.0)
+    md = (tmp_path / 'paper_table.md').read_text()
+    assert f'## Ablation: {key}' in md and f'| {default} (default) |' in md and '| x |' in md
+    assert json.loads((tmp_path / 'paper_table.json').read_text())['ablations'][0][0] == key
+
+
+def test_a_finished_scratch_run_is_reused_only_with_the_same_settings(pt, tmp_path):
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'checkpoint.pth').write_bytes(b'x')
+    cfg = dict(objective='macrl', mask_ratio=0.5, total_steps=10)
+    (run / 'config.json').write_text(json.dumps(dict(cfg, out=str(run), seed=0)))
+    end = dict(event='end', reason='done', step=10, train_time=60.0, checkpoint=str(run / 'checkpoint.pth'))
+    (run / 'log.jsonl').write_text(json.dumps(dict(step=10, loss=1.0)) + '\n' + json.dumps(end) + '\n')
+    assert pt._finished_run(run, cfg)['train_time'] == 60.0
+    assert pt._finished_run(run, dict(cfg, mask_ratio=0.75)) is None  # other settings: retrain
+    (run / 'log.jsonl').write_text(json.dumps(dict(end, reason='time_budget', step=7)) + '\n')
+    assert pt._finished_run(run, cfg) is None  # stopped before the end of its schedule
+    assert pt._finished_run(tmp_path / 'missing', cfg) is None
