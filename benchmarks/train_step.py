@@ -21,7 +21,6 @@ AVX512-BF16 without AMX has no bar of its own (reported, not judged). `--compile
 `break_even_steps`, after how many steps compiling has paid for itself.
 """
 import argparse
-import contextlib
 import json
 import time
 
@@ -35,6 +34,7 @@ from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
 from macrl_hub.runtime import choose_attention, compile_blocks, keep_freed_memory
 from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
+from macrl_hub.train import eager
 from macrl_hub.transforms import PairAugment
 
 
@@ -79,7 +79,7 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
         step()
         compile_s = time.perf_counter() - t
     fc = FlopCounterMode(display=False)
-    with fc, (torch.compiler.set_stance('force_eager') if compile else contextlib.nullcontext()):
+    with fc, eager():  # FLOPs counted on the eager graph (compiled modules would hide their ops from the counter)
         step()
     gflop = fc.get_total_flops() / batch / 1e9
     step()
@@ -133,9 +133,8 @@ def main():
                           precision=precision, malloc=malloc,
                           matmul_peak_gflops=round(peak, 1))))
     print(json.dumps(dict(data_pipeline_img_per_s=round(bench_data(a.batch_size), 1))))
-    runs = [(arch, obj, False, a.compile) for arch in a.models for obj in a.objectives]
-    if a.compile:  # the same step eager first, so the compile time is weighed against what it saves
-        runs = [r for arch, obj, _, _ in runs for r in ((arch, obj, False, False), (arch, obj, False, True))]
+    compiled = (False, True) if a.compile else (False,)  # with --compile: eager first, to weigh the compile time
+    runs = [(arch, obj, False, c) for arch in a.models for obj in a.objectives for c in compiled]
     if not a.no_plain:
         runs.insert(0, (a.models[0], 'macrl', True, False))
     rows = []
