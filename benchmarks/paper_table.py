@@ -20,6 +20,8 @@ Writes, after every row (a session that ends mid-way keeps what finished): <out>
 <out>/paper_table.json, <out>/paper_curves.png (kNN against training minutes) and <out>/paper_curves_flops.png
 (against training PFLOPs). A row whose settings equal one already in paper_table.json is reused, not retrained,
 so a table can grow across sessions and machines (each row keeps its own hardware and minutes).
+A row whose training was interrupted (a session that ended) continues from its scratch run's last checkpoint
+(one per epoch, and every 30 min) when rerun with the same settings.
 """
 import argparse
 import dataclasses
@@ -78,14 +80,22 @@ def plan(name: str, overrides: Dict[str, Any], base: Dict[str, Any], args, n_tra
     return dict(name=name, cfg=cfg, steps=steps, flops_per_img=flops)
 
 
+def _same_settings(run_dir: Path, cfg: dict) -> bool:
+    """Whether the scratch run in run_dir was started with exactly these settings."""
+    try:
+        saved = json.loads((run_dir / 'config.json').read_text())
+    except (OSError, ValueError):
+        return False
+    return all(saved.get(k) == v for k, v in cfg.items())
+
+
 def _finished_run(run_dir: Path, cfg: dict):
     """The log's end record of a scratch run with exactly these settings that completed its schedule, else None."""
     try:
-        saved = json.loads((run_dir / 'config.json').read_text())
         ends = [r for r in read_log(run_dir / 'log.jsonl') if r.get('event') == 'end']
     except (OSError, ValueError):
         return None
-    if any(saved.get(k) != v for k, v in cfg.items()) or not ends:
+    if not _same_settings(run_dir, cfg) or not ends:
         return None
     end = ends[-1]
     ok = end.get('reason') == 'done' and end.get('step') == cfg['total_steps'] and Path(end['checkpoint']).is_file()
@@ -105,11 +115,14 @@ def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
     if done is not None:  # trained to the end by an invocation that stopped before writing its row: evaluate it
         print(f'{p["name"]}: reusing the finished training run in {run_dir} (same settings)', flush=True)
         res, train_min = dict(step=done['step'], checkpoint=done['checkpoint']), done['train_time'] / 60
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
-        t0 = time.time()
-        res = train(TrainConfig(**cfg, out=str(run_dir)))
-        train_min = (time.time() - t0) / 60
+    else:  # an interrupted run with these settings continues from its last checkpoint (exact: see train.py)
+        resume = _same_settings(run_dir, cfg) and (run_dir / 'checkpoint.pth').is_file()
+        if resume:
+            print(f'{p["name"]}: resuming the interrupted training run in {run_dir} (same settings)', flush=True)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # this script's own scratch run, never a user's
+        res = train(TrainConfig(**cfg, out=str(run_dir), resume='auto' if resume else ''))
+        train_min = res['train_time'] / 60  # across invocations when resumed
     ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
     img = args.batch_size * p['flops_per_img']  # FLOPs per step
     curve = [dict(step=r['step'], minutes=round((r['time'] - r.get('monitor_s', 0.0)) / 60, 2),

@@ -3,6 +3,7 @@ rows written before the table is rendered, and a finished scratch run evaluated 
 import argparse
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,28 @@ def test_a_finished_scratch_run_is_reused_only_with_the_same_settings(pt, tmp_pa
     (run / 'log.jsonl').write_text(json.dumps(dict(end, reason='time_budget', step=7)) + '\n')
     assert pt._finished_run(run, cfg) is None  # stopped before the end of its schedule
     assert pt._finished_run(tmp_path / 'missing', cfg) is None
+
+
+def test_an_interrupted_scratch_run_resumes_only_with_the_same_settings(pt, tmp_path, monkeypatch):
+    """A session that ends mid-row loses at most the steps since the run's last checkpoint, not the row."""
+    calls = []
+
+    def fake_train(tc):
+        calls.append((tc.resume, (tmp_path / 'runs' / 'r' / 'checkpoint.pth').is_file()))
+        Path(tc.out).mkdir(parents=True, exist_ok=True)
+        (Path(tc.out) / 'log.jsonl').write_text('')
+        return dict(step=tc.total_steps, checkpoint='ck', train_time=120.0)
+
+    monkeypatch.setattr(pt, 'train', fake_train)
+    monkeypatch.setattr(pt, 'load_encoder', lambda ck: None)
+    monkeypatch.setattr(pt, 'evaluate', lambda enc, data, splits, epochs: dict(knn20=1.0, knn200=2.0, linear=3.0))
+    args = argparse.Namespace(runs_dir='', batch_size=10, model='m', model_args='', data='d', probe_epochs=1)
+    cfg = dict(objective='macrl', seed=0, total_steps=10)
+    run = tmp_path / 'runs' / 'r'
+    run.mkdir(parents=True)
+    (run / 'checkpoint.pth').write_bytes(b'x')
+    (run / 'config.json').write_text(json.dumps(dict(cfg, out=str(run))))
+    row = pt.run_one(dict(name='r', cfg=cfg, flops_per_img=1e9), args, tmp_path, None, 100)
+    assert calls == [('auto', True)] and row['train_min'] == 2.0  # minutes of all invocations (train_time)
+    pt.run_one(dict(name='r', cfg=dict(cfg, seed=1), flops_per_img=1e9), args, tmp_path, None, 100)
+    assert calls[1] == ('', False)  # other settings: the scratch run is removed and trained anew
