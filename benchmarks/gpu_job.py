@@ -1,5 +1,6 @@
 """The one-call GPU job: pretrain macrl_vit_small_p4_cifar, then macrl_vit_tiny_p4_cifar, on a lent GPU inside one
 device call (<= 10 min), evaluate kNN there, and leave under $OUT everything publishing needs (<= 8 files, 64 MiB).
+RUNS=medium trains the paper's CIFAR encoder (macrl_vit_medium_p4_cifar) instead, with `--recipe paper`.
 
 Here, once (the data and the timm wheel travel as ignored folders):
     mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.xz .data/ && echo /.data/ >> .git/info/exclude
@@ -10,8 +11,11 @@ Device tool, one call (model_cards/ is over the 64 MiB a call may carry: keep it
     git rm -r -q --cached model_cards && echo /model_cards/ >> .git/info/exclude
     run(command="bash benchmarks/gpu_job.sh", carry=[".data", ".whl"], timeout_s=600)
     git reset -q model_cards && grep -vx /model_cards/ .git/info/exclude > e.tmp; mv e.tmp .git/info/exclude
-Back here (joins the pieces, unpacks runs/gpu/<small|tiny>/{checkpoint.pth,log.jsonl,knn.json,...}):
-    python benchmarks/gpu_job.py unpack <files_at> runs/gpu
+The paper's encoder (rehearse with `RUNS=medium bash benchmarks/gpu_rehearse.sh`):
+    run(command="RUNS=medium bash benchmarks/gpu_job.sh", carry=[".data", ".whl"], timeout_s=600)
+    run(command="python3 benchmarks/gpu_job.py spill")   # AT ONCE, only if the job printed "left in runs/gpu-spill"
+Back here (joins the pieces, unpacks runs/gpu/<small|tiny|medium>/{checkpoint.pth,log.jsonl,knn.json,...}):
+    python benchmarks/gpu_job.py unpack <files_at> runs/gpu [<the spill call's files_at>]
     macrl eval knn+linear --model runs/gpu/small/checkpoint.pth --data ../shared/data/cifar10-jpeg.tar.xz
 
 What it does, each phase timed (job.json: versions, phases, bf16 matmul peak, FLOPs per image, img/s, MFU, kNN):
@@ -23,13 +27,20 @@ What it does, each phase timed (job.json: versions, phases, bf16 matmul peak, FL
      its last checkpoint (every --ckpt-every-min) is packed.
   3. after each run: its online branch (encoder, projector, decoder; fp16) as a `macrl train` checkpoint, log.jsonl,
      config.json, knn.json and stdout, tarred and split into <= 16,000,000-byte pieces under $OUT. The momentum
-     branch and the memory bank do not fit the 64 MiB that comes back (ViT-S/4 alone is 43 MB in fp16).
-Settings (environment): JOB_S total seconds (530), SMALL_SHARE of the training time (0.7), BATCH (512),
-BLR (3.75e-4: lr 7.5e-4 at batch 512), ALPHA (1), MODEL_ARGS (JSON for both models, rehearsal: '{"depth": 1}'),
+     branch and the memory bank do not fit the 64 MiB that comes back (ViT-S/4 alone is 43 MB in fp16). Over the
+     room left: the encoder alone; still over (ViT-M/4's encoder is 75.6 MB in fp16): its weights compressed
+     losslessly (encode_fp16: ~0.86 of fp16 for trained weights); still over: the pieces that do not fit wait in
+     runs/gpu-spill/ on the device for a `spill` call, which must come before the machine is given back (it goes
+     back when idle ~30 s).
+Settings (environment): JOB_S total seconds (530), SMALL_SHARE of the training time (0.7), and per run (defaults in
+RUN_DEFAULTS; small and tiny / medium): RECIPE (fast / paper), BATCH (512 / 2048), BLR (3.75e-4, i.e. lr 7.5e-4 at
+batch 512 / the paper's 1.5e-4), ALPHA (1 / 0.1), WARMUP_EPOCHS (8 / 3); MODEL_ARGS (JSON for every model,
+rehearsal: '{"depth": 1}'),
 EXTRA (more train flags), COMPILE (auto: on with CUDA), COMPILE_TIMEOUT (180), RUNS (small,tiny),
 DATA (.data/cifar10-jpeg.tar.xz).
 """
 import json
+import math
 import os
 import shlex
 import shutil
@@ -38,6 +49,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -46,7 +58,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # macrl_hub from this checkout (the device has no install of it)
 PIECE = 16_000_000  # bytes per file under $OUT (limit 16 MiB)
 OUT_LIMIT = 64 * 2 ** 20  # bytes that come back in all
-MODELS = {'small': 'macrl_vit_small_p4_cifar', 'tiny': 'macrl_vit_tiny_p4_cifar'}
+MAX_FILES = 8  # files that come back
+MODELS = {'small': 'macrl_vit_small_p4_cifar', 'tiny': 'macrl_vit_tiny_p4_cifar', 'medium': 'macrl_vit_medium_p4_cifar'}
+#: run -> its defaults for the env settings: medium (the paper's CIFAR encoder) trains with `--recipe paper`
+#: (recipes.py) at the recipe's batch, lr and alpha, warmup shortened to the minutes there are; env values still win
+RUN_DEFAULTS = {'small': dict(BATCH='512', BLR='3.75e-4', ALPHA='1', WARMUP_EPOCHS='8', RECIPE='fast'),
+                'tiny': dict(BATCH='512', BLR='3.75e-4', ALPHA='1', WARMUP_EPOCHS='8', RECIPE='fast'),
+                'medium': dict(BATCH='2048', BLR='1.5e-4', ALPHA='0.1', WARMUP_EPOCHS='3', RECIPE='paper')}
+WEIGHTS_Z = 'encoder.fp16z'  # the encoder's fp16 weights, byte planes compressed (pack's last resort before spilling)
 ONLINE = ('encoder.', 'projector.', 'decoder.')  # what comes back of the MACRL state
 
 phases: List[Dict[str, Any]] = []
@@ -115,10 +134,12 @@ def step_flops(model: str, model_args: str) -> float:
 
 
 def launch(name: str, run_dir: Path, budget_s: float, compile_: bool, log_path: Path) -> subprocess.Popen:
-    args = [sys.executable, '-m', 'macrl_hub.train', '--model', MODELS[name], '--model-args', env('MODEL_ARGS', ''),
-            '--data', env('DATA', '.data/cifar10-jpeg.tar.xz'), '--batch-size', env('BATCH', '512'),
-            '--epochs', '1000', '--warmup-epochs', env('WARMUP_EPOCHS', '8'), '--blr', env('BLR', '3.75e-4'),
-            '--alpha', env('ALPHA', '1'), '--time-budget', f'{max(1, int(budget_s))}s', '--fit-budget',
+    d = RUN_DEFAULTS[name]
+    args = [sys.executable, '-m', 'macrl_hub.train', '--recipe', env('RECIPE', d['RECIPE']), '--model', MODELS[name],
+            '--model-args', env('MODEL_ARGS', ''), '--data', env('DATA', '.data/cifar10-jpeg.tar.xz'),
+            '--batch-size', env('BATCH', d['BATCH']), '--epochs', '1000',
+            '--warmup-epochs', env('WARMUP_EPOCHS', d['WARMUP_EPOCHS']), '--blr', env('BLR', d['BLR']),
+            '--alpha', env('ALPHA', d['ALPHA']), '--time-budget', f'{max(1, int(budget_s))}s', '--fit-budget',
             '--final-knn', '--knn-every', env('KNN_EVERY', '10'), '--ckpt-every-min', '1.5',
             '--ckpt-every-epochs', '0', '--log-every', '10', '--no-progress', '--out', str(run_dir),
             '--compile' if compile_ else '--no-compile'] + shlex.split(env('EXTRA', ''))
@@ -214,8 +235,53 @@ def summarize(run_dir: Path) -> Dict[str, Any]:
     return s
 
 
-def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, lean: bool = False) -> int:
-    """Tar the run's online branch (fp16) and logs, split under $OUT; returns the bytes written."""
+def encode_fp16(sd: Dict[str, Any]) -> bytes:
+    """fp16 tensors -> one lossless blob: a JSON header, then the high bytes of every value (sign, exponent, 2
+    mantissa bits: they compress) and the low bytes (they hardly do), each zlib'd. Trained ViT weights: ~0.86 of
+    their fp16 size (the published ViT-S/4: 0.859), which brings the medium encoder (75.6 MB) under 64 MiB."""
+    import numpy as np
+    import torch
+    names = [k for k, v in sd.items() if v.dtype == torch.float16]
+    if len(names) != len(sd):
+        raise ValueError(f'encode_fp16 takes fp16 tensors only, not {sorted({str(v.dtype) for v in sd.values()})}')
+    flat = np.concatenate([sd[k].contiguous().view(-1).view(torch.int16).numpy().view(np.uint8)
+                           for k in names]) if names else np.zeros(0, np.uint8)
+    hi, lo = zlib.compress(flat[1::2].tobytes(), 9), zlib.compress(flat[0::2].tobytes(), 9)  # little-endian
+    head = json.dumps(dict(names=names, shapes=[list(sd[k].shape) for k in names], hi=len(hi), lo=len(lo))).encode()
+    return b'FP16Z1' + len(head).to_bytes(8, 'little') + head + hi + lo
+
+
+def decode_fp16(blob: bytes) -> Dict[str, Any]:
+    """encode_fp16's inverse, bit for bit."""
+    import numpy as np
+    import torch
+    if blob[:6] != b'FP16Z1':
+        raise ValueError('not an encode_fp16 blob')
+    n = int.from_bytes(blob[6:14], 'little')
+    head = json.loads(blob[14:14 + n])
+    hi = np.frombuffer(zlib.decompress(blob[14 + n:14 + n + head['hi']]), np.uint8)
+    lo = np.frombuffer(zlib.decompress(blob[14 + n + head['hi']:14 + n + head['hi'] + head['lo']]), np.uint8)
+    flat = np.empty(2 * len(hi), np.uint8)
+    flat[1::2], flat[0::2] = hi, lo
+    vals = torch.from_numpy(flat.view(np.int16).copy()).view(torch.float16)
+    out, i = {}, 0
+    for k, shape in zip(head['names'], head['shapes']):
+        numel = math.prod(shape)
+        out[k] = vals[i:i + numel].view(shape).clone()
+        i += numel
+    return out
+
+
+def spill_dir() -> Path:
+    """Where pack leaves the pieces that do not fit under $OUT on the device (ignored, kept while the machine is
+    warm): `python3 benchmarks/gpu_job.py spill` in the next call moves them to $OUT."""
+    return Path(env('SPILL', 'runs/gpu-spill'))
+
+
+def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, level: int = 0) -> int:
+    """Tar the run's online branch (fp16) and logs, split under $OUT; returns the bytes written there.
+    When the tar does not fit in `room`: level 1 keeps the encoder only, level 2 also compresses its weights
+    (encode_fp16); what still does not fit is written in pieces to spill_dir() for a second call."""
     import torch
     t = now()
     stage = work / f'pack-{name}'
@@ -224,12 +290,17 @@ def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, lean: bool 
     ck_path = run_dir / 'checkpoint.pth'
     if ck_path.is_file():
         ck = torch.load(ck_path, map_location='cpu', weights_only=True)
-        keep = ('encoder.',) if lean else ONLINE
+        keep = ('encoder.',) if level else ONLINE
         ck['model'] = {k: v.half() if v.is_floating_point() else v
                        for k, v in ck['model'].items() if k.startswith(keep)}
         for k in ('optimizer', 'scaler'):
             ck.pop(k, None)
         ck['packed'] = f'online branch only ({", ".join(keep)}), fp16, by benchmarks/gpu_job.py'
+        if level >= 2:
+            floats = {k: v for k, v in ck['model'].items() if v.dtype == torch.float16}
+            (stage / WEIGHTS_Z).write_bytes(encode_fp16(floats))
+            ck['model'] = {k: v for k, v in ck['model'].items() if k not in floats}
+            ck['packed'] += f'; its fp16 tensors in {WEIGHTS_Z} (unpack puts them back)'
         torch.save(ck, stage / 'checkpoint.pth')
     for f in ('log.jsonl', 'config.json', 'knn.json'):
         if (run_dir / f).is_file():
@@ -240,19 +311,43 @@ def pack(name: str, run_dir: Path, work: Path, out: Path, room: int, lean: bool 
     with tarfile.open(tar_path, 'w') as tar:
         tar.add(stage, arcname=name)
     size = tar_path.stat().st_size
-    if size > room:
-        if not lean:
-            print(f'[{now():6.1f}s] pack {name}: {size} bytes > {room} left; encoder only', flush=True)
-            return pack(name, run_dir, work, out, room, lean=True)
-        print(f'[{now():6.1f}s] pack {name}: {size} bytes > {room} left even lean; not packed', flush=True)
-        return 0
+    if size > room and level < 2:
+        print(f'[{now():6.1f}s] pack {name}: {size} bytes > {room} left; ' +
+              ('encoder only' if level == 0 else 'encoder weights compressed'), flush=True)
+        return pack(name, run_dir, work, out, room, level + 1)
     data = tar_path.read_bytes()
-    n = 0
-    for i in range(0, len(data), PIECE):
-        (out / f'{name}.tar.part-{i // PIECE:02d}').write_bytes(data[i:i + PIECE])
-        n += 1
-    phase(f'pack {name}', t, bytes=size, pieces=n, lean=lean)
-    return size
+    here, i, n = 0, 0, 0
+    while i < len(data):
+        fits = min(PIECE, room - here) if len(list(out.iterdir())) < MAX_FILES else 0
+        dest = out if fits > 0 else spill_dir()
+        dest.mkdir(parents=True, exist_ok=True)
+        piece = data[i:i + (fits if fits > 0 else PIECE)]
+        (dest / f'{name}.tar.part-{n:02d}').write_bytes(piece)
+        here += len(piece) if dest == out else 0
+        i, n = i + len(piece), n + 1
+    spilled = size - here
+    if spilled:
+        print(f'[{now():6.1f}s] pack {name}: {spilled} bytes over what comes back, left in {spill_dir()}: run '
+              f'`python3 benchmarks/gpu_job.py spill` as the next call, before the machine goes back', flush=True)
+    phase(f'pack {name}', t, bytes=size, pieces=n, level=level, spilled=spilled)
+    return here
+
+
+def spill(out: Path) -> None:
+    """Second call: move the pieces pack left in spill_dir() under $OUT (8 files, 64 MiB at most per call)."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts = sorted(spill_dir().glob('*.tar.part-*'))
+    if not parts:
+        raise SystemExit(f'nothing in {spill_dir()}: the machine was given back (or nothing spilled)')
+    room, moved = OUT_LIMIT, []
+    for p in parts[:MAX_FILES]:
+        if p.stat().st_size > room:
+            break
+        room -= p.stat().st_size
+        shutil.move(str(p), out / p.name)
+        moved.append(p.name)
+    left = sorted(q.name for q in spill_dir().glob('*.tar.part-*'))
+    print(f'moved to $OUT: {moved}; still spilled: {left or "none"}' + (' (call spill again)' if left else ''))
 
 
 def write_job(out: Path) -> None:
@@ -316,27 +411,53 @@ def main() -> None:
     print('OUT:', sorted((p.name, p.stat().st_size) for p in out.iterdir()), flush=True)
 
 
-def unpack(files_at: str, dest: str) -> None:
-    src, dst = Path(files_at), Path(dest)
+def unpack(files_at: str, dest: str, *more: str) -> None:
+    """Join each run's pieces (from the job's call and any spill calls' files_at), untar, and restore a compressed
+    encoder (encode_fp16) into checkpoint.pth."""
+    import torch
+    srcs, dst = [Path(files_at), *map(Path, more)], Path(dest)
     dst.mkdir(parents=True, exist_ok=True)
     for name in MODELS:
-        parts = sorted(src.rglob(f'{name}.tar.part-*'))
+        parts = {p.name: p for src in srcs for p in src.rglob(f'{name}.tar.part-*')}
         if not parts:
             continue
+        idx = sorted(int(n.rsplit('-', 1)[1]) for n in parts)
+        want = _pack_phase(srcs, name).get('pieces') or len(idx)  # job.json knows how many pack wrote
+        if idx != list(range(want)):
+            raise SystemExit(f'{name}: pieces {idx} of {want}; the others were spilled: bring them back with '
+                             f'`python3 benchmarks/gpu_job.py spill` and pass that call\'s files_at too')
         tar_path = dst / f'{name}.tar'
         with open(tar_path, 'wb') as f:
-            for p in parts:
-                f.write(p.read_bytes())
+            for i in idx:
+                f.write(parts[f'{name}.tar.part-{i:02d}'].read_bytes())
         with tarfile.open(tar_path) as tar:
             tar.extractall(dst, filter='data')
         tar_path.unlink()
+        z = dst / name / WEIGHTS_Z
+        if z.is_file():
+            ck = torch.load(dst / name / 'checkpoint.pth', map_location='cpu', weights_only=True)
+            ck['model'].update(decode_fp16(z.read_bytes()))
+            torch.save(ck, dst / name / 'checkpoint.pth')
+            z.unlink()
         print(f'{dst / name}: {sorted(p.name for p in (dst / name).iterdir())}')
-    for p in src.rglob('job.json'):
-        shutil.copy(p, dst / 'job.json')
+    for src in srcs:
+        for p in src.rglob('job.json'):
+            shutil.copy(p, dst / 'job.json')
+
+
+def _pack_phase(srcs: List[Path], name: str) -> Dict[str, Any]:
+    for src in srcs:
+        for p in src.rglob('job.json'):
+            for ph in json.loads(p.read_text()).get('phases', []):
+                if ph.get('phase') == f'pack {name}':
+                    return ph
+    return {}
 
 
 if __name__ == '__main__':
     if sys.argv[1:2] == ['unpack']:
-        unpack(*sys.argv[2:4])
+        unpack(*sys.argv[2:])
+    elif sys.argv[1:2] == ['spill']:
+        spill(Path(os.environ.get('OUT', 'out')))
     else:
         main()

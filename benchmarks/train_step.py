@@ -6,6 +6,7 @@
     python benchmarks/train_step.py --profile                        # where the time goes
     python benchmarks/train_step.py --stock-malloc                   # without macrl_hub.runtime's heap setting
     python benchmarks/train_step.py --objectives macrl --attention fused    # the kernel `auto` does not pick on CPU bf16
+    python benchmarks/train_step.py --objectives macrl --trainer     # + `macrl train`'s steady-state rate, same run
 
 The peak is measured in the same run (a large square matmul in the step's precision). The data
 pipeline (batch-wise augmentation of uint8 CIFAR batches) is timed on its own.
@@ -19,10 +20,17 @@ The last line, `bars`, checks issue 15's targets for this CPU kind: with AMX, th
 AVX512-BF16 without AMX has no bar of its own (reported, not judged). `--compile` rows count their compile time
 (`compile_s`, the first two steps) against the same step eager, measured just before: `speedup_vs_eager` and
 `break_even_steps`, after how many steps compiling has paid for itself.
+
+`--trainer` also runs `macrl train` itself (first model, same batch and precision) on a folder of random PNGs
+written for the purpose: its steady-state img/s (the median logged interval after the first; data loading,
+batch augmentation, EMA update, memory bank and logging included, no kNN monitor, no checkpoint) against the bare
+step measured above (`trainer_vs_step`; issue 15's bar: within 10%, i.e. >= 0.9).
 """
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -101,6 +109,29 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
                 gflop_per_img=gflop, achieved_gflops=gflop * batch / dt)
 
 
+def bench_trainer(arch: str, batch: int, precision: str, steps: int) -> dict:
+    """`macrl train` for 2 * max(4, steps) steps on 4 batches of random 32x32 PNGs; img/s of its logged intervals."""
+    import numpy as np
+    from PIL import Image
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.train import read_log, train
+    steps = 2 * max(4, steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        for c in range(2):
+            d = Path(tmp) / 'data' / 'train' / f'class{c}'
+            d.mkdir(parents=True)
+            for i in range(2 * batch):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
+        cfg = TrainConfig(model=arch, data=str(Path(tmp) / 'data'), batch_size=batch, precision=precision,
+                          max_steps=steps, log_every=2, knn_every=0, ckpt_every_epochs=0, ckpt_every_min=1e9,
+                          progress=False, out=str(Path(tmp) / 'run'))
+        train(cfg)
+        rates = [r['img_per_s'] for r in read_log(Path(tmp) / 'run' / 'log.jsonl') if 'img_per_s' in r][1:]
+    return dict(arch=arch, objective='macrl (macrl train)', batch=batch, precision=precision, steps=steps,
+                logged_img_per_s=[round(v, 1) for v in rates], img_per_s=sorted(rates)[len(rates) // 2])
+
+
 def bench_data(batch: int, n: int = 20) -> float:
     x = (torch.rand(batch, 3, 32, 32) * 255).to(torch.uint8)
     aug = PairAugment(32, CIFAR10_MEAN, CIFAR10_STD)
@@ -123,6 +154,7 @@ def main():
     p.add_argument('--stock-malloc', action='store_true', help="don't keep freed memory (the trainer does on CPU)")
     p.add_argument('--compile', action='store_true', help="torch.compile the blocks as `macrl train --compile` does")
     p.add_argument('--no-plain', action='store_true', help='skip the plain-timm baseline row')
+    p.add_argument('--trainer', action='store_true', help="also `macrl train`'s steady-state rate (first model)")
     a = p.parse_args()
     malloc = 'stock' if a.stock_malloc else ('keep_freed' if keep_freed_memory() else 'stock (not glibc)')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -152,6 +184,14 @@ def main():
             r['break_even_steps'] = r['compile_s'] / (saved * a.batch_size) if saved > 0 else None
         rows.append(r)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    if a.trainer:
+        r = bench_trainer(a.models[0], a.batch_size, precision, a.steps)
+        step_row = next((e for e in rows if (e['arch'], e['objective'], e['compiled']) == (a.models[0], 'macrl', False)),
+                        None)
+        if step_row is not None:
+            r['trainer_vs_step'] = r['img_per_s'] / step_row['img_per_s']
+        rows.append(r)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     print(json.dumps(dict(bars=bars(rows, flags, precision, device, a.batch_size))))
 
 
@@ -160,6 +200,7 @@ def bars(rows, flags, precision: str, device, batch: int) -> dict:
     if device.type != 'cpu':
         return dict(kind='gpu', note='no CPU bars on a GPU')
     ours = {}
+    trainer = next((r for r in rows if 'trainer_vs_step' in r), None)
     for r in rows:  # the faster of eager / compiled per model
         if r['objective'] == 'macrl' and r['img_per_s'] > ours.get(r['arch'], {}).get('img_per_s', 0):
             ours[r['arch']] = r
@@ -177,6 +218,8 @@ def bars(rows, flags, precision: str, device, batch: int) -> dict:
         out['tiny_share_of_fp32_peak>=0.6'] = [tiny['share_of_peak'], tiny['share_of_peak'] >= 0.6]
     else:
         out['note'] = 'AVX512-BF16 without AMX: no bar of its own; see img_per_s and speedup_vs_plain'
+    if trainer:  # every CPU kind: the trainer keeps the step's rate
+        out['trainer_vs_step>=0.9'] = [round(trainer['trainer_vs_step'], 3), trainer['trainer_vs_step'] >= 0.9]
     return out
 
 
