@@ -73,7 +73,9 @@ class TrainConfig:
     blur_p: Optional[Tuple[float, float]] = field(default=None, metadata={'help': 'blur prob of view 1, view 2 (default: 0 at 32px, BYOL 1.0 0.1 above)'})
     # machinery
     precision: str = field(default='auto', metadata={'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it)'})
-    compile: bool = False
+    compile: Optional[bool] = field(default=None, metadata={
+        'help': 'torch.compile the blocks. Not given (auto): on with CUDA for a run of >= 1,000 steps, where it was '
+                'measured to pay; off on CPU (see macrl_hub/runtime.py resolve_compile)'})
     attention: str = field(default='auto', metadata={
         'help': "attention kernel: auto | fused | explicit (auto: timm's explicit softmax on CPU in bf16, where it is "
                 'faster for short sequences; fused elsewhere; see macrl_hub/runtime.py)'})
@@ -140,7 +142,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppres
         default = argparse.SUPPRESS if suppress_defaults else f.default
         name = '--' + f.name.replace('_', '-')
         help_ = f.metadata.get('help', '') + f' (default: {f.default})'
-        if f.type in (bool, 'bool'):
+        if f.type in (bool, 'bool', Optional[bool], 'Optional[bool]'):  # Optional: None = auto
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif 'Tuple' in str(f.type):
             parser.add_argument(name, dest=f.name, type=float, nargs=2, default=default, help=help_)

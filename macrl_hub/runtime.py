@@ -22,11 +22,12 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
-__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'ATTENTION_MODES']
+__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'resolve_compile', 'COMPILE_MIN_STEPS',
+           'ATTENTION_MODES']
 
 ATTENTION_MODES = ('auto', 'fused', 'explicit')
 
@@ -82,6 +83,23 @@ def attention_kernel(model: torch.nn.Module, device: torch.device, precision: st
     finally:
         for m, f in zip(attns, saved):
             m.fused_attn = f
+
+
+#: `--compile` not given compiles a CUDA run of at least this many steps. Measured on one H200 (2026-11-28, ViT-S/4,
+#: batch 512, benchmarks/results/gpu_h200_*): compiling cost ~20 s before the first step (32 s to the first step
+#: against ~10 s of data and model) and the compiled step ran ~1.4x the eager one (11,900 vs 8,250 img/s), so it
+#: pays for itself after ~1,000 steps.
+COMPILE_MIN_STEPS = 1000
+
+
+def resolve_compile(compile: Optional[bool], device: torch.device, steps: int) -> bool:
+    """`--compile` / `--no-compile` as given; not given (None): CUDA and a run of >= COMPILE_MIN_STEPS steps.
+    Never by default on CPU: on AVX512-BF16 (AMD EPYC) the compiled blocks ran within noise of eager (82.6 vs 76.9,
+    then 81.7 vs 82.6 img/s; `python benchmarks/train_step.py --objectives macrl --compile`) after 11-72 s of
+    compiling; on AMX it is unmeasured."""
+    if compile is not None:
+        return bool(compile)
+    return device.type == 'cuda' and steps >= COMPILE_MIN_STEPS
 
 
 def compile_blocks(model: torch.nn.Module) -> None:

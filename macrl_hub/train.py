@@ -40,7 +40,7 @@ from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
-from .runtime import choose_attention, compile_blocks, keep_freed_memory
+from .runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_compile
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
@@ -272,14 +272,17 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     fwd_model = ddp_model
-    if cfg.compile:
+    planned = int(min(total_steps, step + cfg.max_steps if cfg.max_steps else total_steps)) - step
+    compiled = resolve_compile(cfg.compile, device, planned)
+    if compiled:
         compile_blocks(model)
 
     if master:
         (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         print(f'macrl train: {cfg.model} objective={cfg.objective} on {data.source} ({n} images, {len(data.classes)} '
               f'classes, {data.skipped} skipped) | device={device} precision={precision} attention={attention} '
-              f'world={ws} threads={torch.get_num_threads()}')
+              f'world={ws} threads={torch.get_num_threads()} compile={"on" if compiled else "off"}'
+              + (' (auto)' if cfg.compile is None else ''))
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
@@ -349,7 +352,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             first_step_s = time.time() - t_start
             if master:
                 print(f'  first step done {first_step_s:.1f} s after start (data, model' +
-                      (', compilation)' if cfg.compile else ')'), flush=True)
+                      (', compilation)' if compiled else ')'), flush=True)
         if fit and step == first_step + FIT_SKIP:
             _sync(device)
             t_fit = time.time()

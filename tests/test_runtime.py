@@ -101,3 +101,39 @@ def test_compile_blocks_compiles_the_flop_heavy_parts_in_place(objective, want, 
     compile_blocks(model)
     assert compiled == want
     assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize('given,device,steps,want', [
+    (None, 'cuda', 1000, True), (None, 'cuda', 999, False),  # auto: CUDA runs long enough to repay compiling
+    (None, 'cpu', 10 ** 6, False),                               # auto: never on CPU (measured: no gain)
+    (True, 'cpu', 1, True), (False, 'cuda', 10 ** 6, False)])    # given: as given
+def test_compile_auto_only_where_it_was_measured_to_pay(given, device, steps, want):
+    import torch
+    from macrl_hub.runtime import resolve_compile
+    assert resolve_compile(given, torch.device(device), steps) is want
+
+
+def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path):
+    """`macrl train` without --compile is auto (None), and the trainer decides from the steps this invocation runs."""
+    import argparse
+    from PIL import Image
+    from macrl_hub import train as train_mod
+    from macrl_hub.config import TrainConfig, add_dataclass_args, config_from_args
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p)
+    assert [config_from_args(p.parse_args(a)).compile for a in ([], ['--compile'], ['--no-compile'])] == \
+        [None, True, False]
+    seen, compiled = [], []
+    monkeypatch.setattr(train_mod, 'resolve_compile', lambda c, d, s: seen.append((c, d.type, s)) or c is None)
+    monkeypatch.setattr(train_mod, 'compile_blocks', lambda m: compiled.append(type(m).__name__))
+    data = tmp_path / 'data' / 'train'
+    for c in ('a', 'b'):
+        (data / c).mkdir(parents=True)
+        for i in range(16):
+            Image.new('RGB', (32, 32), (i * 8, 0, 0) if c == 'a' else (0, i * 8, 0)).save(data / c / f'{i}.png')
+    cfg = TrainConfig(model='macrl_vit_tiny_p4_cifar', model_args='{"depth": 1, "embed_dim": 32, "num_heads": 2}',
+                      data=str(tmp_path / 'data'), out=str(tmp_path / 'run'), epochs=10, max_steps=3, batch_size=8,
+                      decoder_dim=32, proj_hidden_dim=64, proj_dim=16, bank_size=64, progress=False, threads=1,
+                      precision='fp32', knn_every=0)
+    train_mod.train(cfg)
+    assert seen == [(None, 'cpu', 3)] and compiled == ['MACRL']  # 3 steps planned of 40; the stub said compile
