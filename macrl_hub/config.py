@@ -141,8 +141,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppres
     for f in dataclasses.fields(cls):
         default = argparse.SUPPRESS if suppress_defaults else f.default
         name = '--' + f.name.replace('_', '-')
-        help_ = f.metadata.get('help', '') + f' (default: {f.default})'
-        if f.type in (bool, 'bool', Optional[bool], 'Optional[bool]'):  # Optional: None = auto
+        auto = f.type in (Optional[bool], 'Optional[bool]')  # None: the program decides (auto)
+        help_ = f.metadata.get('help', '') + f' (default: {"auto" if auto and f.default is None else f.default})'
+        if f.type in (bool, 'bool') or auto:
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif 'Tuple' in str(f.type):
             parser.add_argument(name, dest=f.name, type=float, nargs=2, default=default, help=help_)
