@@ -35,6 +35,7 @@ PUBLISHED: Dict[str, Optional[str]] = {
     'macrl_vit_small_p4_cifar.cifar10_lin': '297d9f0411e5f7876a886f0b5bf2bb8ddd61af1c9f56938424ad56bcd6ec31e1',
     'macrl_vit_small_p4_cifar.cifar100': None,
     'macrl_vit_medium_p4_cifar.cifar10': None,
+    'macrl_vit_medium_p4_cifar.cifar10_lin': None,  # the probe's head folded in, as for tiny and small
     'macrl_vit_medium_p4_cifar.cifar100': None,
     'macrl_vit_medium_p8_64.tinyimagenet': None,
     'macrl_vit_medium_d4_p16_224.imagenette': None,
