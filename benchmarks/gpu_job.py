@@ -62,8 +62,8 @@ MAX_FILES = 8  # files that come back
 MODELS = {'small': 'macrl_vit_small_p4_cifar', 'tiny': 'macrl_vit_tiny_p4_cifar', 'medium': 'macrl_vit_medium_p4_cifar'}
 #: run -> its defaults for the env settings: medium (the paper's CIFAR encoder) trains with `--recipe paper`
 #: (recipes.py) at the recipe's batch, lr and alpha, warmup shortened to the minutes there are; env values still win
-RUN_DEFAULTS = {'small': dict(BATCH='512', BLR='3.75e-4', ALPHA='1', WARMUP_EPOCHS='8', RECIPE='fast'),
-                'tiny': dict(BATCH='512', BLR='3.75e-4', ALPHA='1', WARMUP_EPOCHS='8', RECIPE='fast'),
+_FAST = dict(BATCH='512', BLR='3.75e-4', ALPHA='1', WARMUP_EPOCHS='8', RECIPE='fast')  # the published small/tiny
+RUN_DEFAULTS = {'small': _FAST, 'tiny': _FAST,
                 'medium': dict(BATCH='2048', BLR='1.5e-4', ALPHA='0.1', WARMUP_EPOCHS='3', RECIPE='paper')}
 WEIGHTS_Z = 'encoder.fp16z'  # the encoder's fp16 weights, byte planes compressed (pack's last resort before spilling)
 ONLINE = ('encoder.', 'projector.', 'decoder.')  # what comes back of the MACRL state
@@ -259,8 +259,9 @@ def decode_fp16(blob: bytes) -> Dict[str, Any]:
         raise ValueError('not an encode_fp16 blob')
     n = int.from_bytes(blob[6:14], 'little')
     head = json.loads(blob[14:14 + n])
-    hi = np.frombuffer(zlib.decompress(blob[14 + n:14 + n + head['hi']]), np.uint8)
-    lo = np.frombuffer(zlib.decompress(blob[14 + n + head['hi']:14 + n + head['hi'] + head['lo']]), np.uint8)
+    a = 14 + n  # the high bytes' stream starts here, the low bytes' after it
+    hi = np.frombuffer(zlib.decompress(blob[a:a + head['hi']]), np.uint8)
+    lo = np.frombuffer(zlib.decompress(blob[a + head['hi']:a + head['hi'] + head['lo']]), np.uint8)
     flat = np.empty(2 * len(hi), np.uint8)
     flat[1::2], flat[0::2] = hi, lo
     vals = torch.from_numpy(flat.view(np.int16).copy()).view(torch.float16)

@@ -272,8 +272,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None, broadcast_buffers=False)
     fwd_model = ddp_model
-    planned = int(min(total_steps, step + cfg.max_steps if cfg.max_steps else total_steps)) - step
-    compiled = resolve_compile(cfg.compile, device, planned)
+    step_limit = step + cfg.max_steps if cfg.max_steps else float('inf')
+    max_steps = int(min(total_steps, step_limit))
+    compiled = resolve_compile(cfg.compile, device, max_steps - step)  # the steps this invocation plans to run
     if compiled:
         compile_blocks(model)
 
@@ -295,8 +296,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
     knn_interval = max(1, round(cfg.knn_every * steps_per_epoch))  # optimizer steps between kNN monitors
     monitor_s = 0.0  # time spent in monitors by this invocation (its `time` includes them)
-    step_limit = step + cfg.max_steps if cfg.max_steps else float('inf')
-    max_steps = int(min(total_steps, step_limit))
     first_step = step
     t_fit = first_step_s = None
     last_ckpt = time.time()

@@ -36,6 +36,16 @@ def _seed_and_threads():
     yield
 
 
+def load_script(relpath: str):
+    """A script of this checkout that is not part of the package (e.g. benchmarks/paper_table.py) as a module."""
+    import importlib.util
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def tiny_encoder(**kw):
     """A 2-layer, 32-d MACRL ViT on 32x32 inputs: a real timm model, fast enough for unit tests."""
     import timm

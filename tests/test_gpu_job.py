@@ -3,21 +3,17 @@
 A call returns at most 8 files and 64 MiB, and the paper's CIFAR encoder (macrl_vit_medium_p4_cifar) is 75.6 MB in
 fp16, so pack compresses the encoder's weights losslessly and leaves what still does not fit for a second call."""
 import dataclasses
-import importlib.util
 import json
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
 @pytest.fixture(scope='module')
 def gj():
-    spec = importlib.util.spec_from_file_location('gpu_job', ROOT / 'benchmarks' / 'gpu_job.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('benchmarks/gpu_job.py')
 
 
 def test_fp16_blob_round_trips_bit_for_bit(gj):

@@ -1,21 +1,17 @@
 """benchmarks/paper_table.py's bookkeeping (not its training): the table for an ablation of any TrainConfig field,
 rows written before the table is rendered, and a finished scratch run evaluated instead of retrained."""
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import load_script
 
 
 @pytest.fixture(scope='module')
 def pt():
-    spec = importlib.util.spec_from_file_location('paper_table', ROOT / 'benchmarks' / 'paper_table.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('benchmarks/paper_table.py')
 
 
 def _row(name, **kw):
