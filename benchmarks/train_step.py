@@ -7,6 +7,7 @@
     python benchmarks/train_step.py --stock-malloc                   # without macrl_hub.runtime's heap setting
     python benchmarks/train_step.py --objectives macrl --attention fused    # the kernel `auto` does not pick on CPU bf16
     python benchmarks/train_step.py --objectives macrl --trainer     # + `macrl train`'s steady-state rate, same run
+    python benchmarks/train_step.py --objectives macrl --no-momentum-bf16   # key branch under autocast, fp32 weights
 
 The peak is measured in the same run (a large square matmul in the step's precision). The data
 pipeline (batch-wise augmentation of uint8 CIFAR batches) is timed on its own.
@@ -31,6 +32,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import timm
 import torch
@@ -40,7 +42,7 @@ import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
-from macrl_hub.runtime import choose_attention, compile_blocks, keep_freed_memory
+from macrl_hub.runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_momentum_dtype
 from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
 from macrl_hub.train import eager
 from macrl_hub.transforms import PairAugment
@@ -61,11 +63,14 @@ def matmul_peak(precision: str, device: torch.device, n: int = 2048, reps: int =
 
 
 def bench(arch: str, objective: str, batch: int, precision: str, device, steps: int, profile: bool,
-          attention: str = 'auto', plain: bool = False, compile: bool = False):
-    """The trainer's step: its attention choice and its fused AdamW (plain=True: timm's defaults, foreach AdamW)."""
+          attention: str = 'auto', plain: bool = False, compile: bool = False, momentum_bf16: Optional[bool] = None):
+    """The trainer's step: its attention choice, its key-branch dtype and its fused AdamW (plain=True: timm's
+    defaults, foreach AdamW, the key branch under autocast on fp32 weights)."""
     torch.manual_seed(0)
     model = MACRL(timm.create_model(arch), objective=objective).to(device)
     attention = choose_attention(model, device, precision, 'fused' if plain else attention)
+    if model.momentum_encoder is not None and not plain:
+        model.momentum_dtype = resolve_momentum_dtype(momentum_bf16, device, precision)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if plain else torch.optim.AdamW(params, lr=1e-4, fused=True)
     x1, x2 = torch.randn(2, batch, 3, 32, 32, device=device).unbind(0)
@@ -105,11 +110,12 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
         print(p.key_averages().table(sort_by='self_cpu_time_total', row_limit=12))
     return dict(arch=arch, objective=objective + (' (plain)' if plain else ''), batch=batch, precision=precision,
                 attention=attention, optimizer='AdamW foreach' if plain else 'AdamW fused', compiled=compile,
+                momentum_branch=str(model.momentum_dtype or 'autocast').replace('torch.', ''),
                 compile_s=compile_s, img_per_s=batch / dt,
                 gflop_per_img=gflop, achieved_gflops=gflop * batch / dt)
 
 
-def bench_trainer(arch: str, batch: int, precision: str, steps: int) -> dict:
+def bench_trainer(arch: str, batch: int, precision: str, steps: int, momentum_bf16: Optional[bool] = None) -> dict:
     """`macrl train` for 2 * max(4, steps) steps on 4 batches of random 32x32 PNGs; img/s of its logged intervals."""
     import numpy as np
     from PIL import Image
@@ -125,7 +131,7 @@ def bench_trainer(arch: str, batch: int, precision: str, steps: int) -> dict:
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
         cfg = TrainConfig(model=arch, data=str(Path(tmp) / 'data'), batch_size=batch, precision=precision,
                           max_steps=steps, log_every=2, knn_every=0, ckpt_every_epochs=0, ckpt_every_min=1e9,
-                          progress=False, out=str(Path(tmp) / 'run'))
+                          progress=False, out=str(Path(tmp) / 'run'), momentum_bf16=momentum_bf16)
         train(cfg)
         rates = [r['img_per_s'] for r in read_log(Path(tmp) / 'run' / 'log.jsonl') if 'img_per_s' in r][1:]
     return dict(arch=arch, objective='macrl (macrl train)', batch=batch, precision=precision, steps=steps,
@@ -155,6 +161,8 @@ def main():
     p.add_argument('--compile', action='store_true', help="torch.compile the blocks as `macrl train --compile` does")
     p.add_argument('--no-plain', action='store_true', help='skip the plain-timm baseline row')
     p.add_argument('--trainer', action='store_true', help="also `macrl train`'s steady-state rate (first model)")
+    p.add_argument('--momentum-bf16', action=argparse.BooleanOptionalAction, default=None,
+                   help="key branch on a bf16 cast of its weights (default: the trainer's auto choice)")
     a = p.parse_args()
     malloc = 'stock' if a.stock_malloc else ('keep_freed' if keep_freed_memory() else 'stock (not glibc)')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -172,7 +180,7 @@ def main():
     rows = []
     for arch, obj, plain, comp in runs:
         r = bench(arch, obj, a.batch_size, precision, device, a.steps, a.profile and obj == 'macrl' and not plain,
-                  a.attention, plain=plain, compile=comp)
+                  a.attention, plain=plain, compile=comp, momentum_bf16=a.momentum_bf16)
         r['share_of_peak'] = round(r['achieved_gflops'] / peak, 3)
         base = rows[0] if rows and rows[0]['objective'] == 'macrl (plain)' and rows[0]['arch'] == arch else None
         if base is not None and obj == 'macrl':
@@ -185,7 +193,7 @@ def main():
         rows.append(r)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if a.trainer:
-        r = bench_trainer(a.models[0], a.batch_size, precision, a.steps)
+        r = bench_trainer(a.models[0], a.batch_size, precision, a.steps, a.momentum_bf16)
         step_row = next((e for e in rows if (e['arch'], e['objective'], e['compiled']) == (a.models[0], 'macrl', False)),
                         None)
         if step_row is not None:

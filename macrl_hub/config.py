@@ -76,6 +76,10 @@ class TrainConfig:
     compile: Optional[bool] = field(default=None, metadata={
         'help': 'torch.compile the blocks. Not given (auto): on with CUDA for a run of >= 1,000 steps, where it was '
                 'measured to pay; off on CPU (see macrl_hub/runtime.py resolve_compile)'})
+    momentum_bf16: Optional[bool] = field(default=None, metadata={
+        'help': "run the momentum branch's forward on a bf16 cast of its fp32 EMA weights, all-bf16 (the EMA, "
+                'checkpoint and state dict stay fp32). Not given (auto): on with --precision bf16 on CPU, where it '
+                'was measured faster (see macrl_hub/runtime.py resolve_momentum_dtype)'})
     attention: str = field(default='auto', metadata={
         'help': "attention kernel: auto | fused | explicit (auto: timm's explicit softmax on CPU in bf16, where it is "
                 'faster for short sequences; fused elsewhere; see macrl_hub/runtime.py)'})

@@ -28,8 +28,15 @@ Choices where the paper is silent or ambiguous (each an argument; see README "De
   unmasked in the momentum branch). Its introduction gives the stronger view (masked) to the main branch and the
   weaker one (unmasked) to the momentum branch only: `views='asymmetric'` is that reading: q1 from x1 alone,
   k2 from x2 alone, loss ctr(q1, k2) + rec(d(z1), x1), half the encoder work per step.
+
+Speed, not method: `model.momentum_dtype = torch.bfloat16` runs the momentum branch (no gradients) on a bf16 cast
+of its fp32 EMA weights, taken afresh at every call, so the whole key forward (residual stream, LayerNorms,
+activations) is bf16 instead of autocast's fp32 residual stream with a cast at every matmul. The EMA itself,
+the checkpoint and the state dict stay fp32. `macrl train` turns it on where it measured faster (CPU with bf16
+precision; see macrl_hub/runtime.py resolve_momentum_dtype).
 """
 import copy
+import itertools
 from typing import Dict, Optional
 
 import torch
@@ -48,6 +55,19 @@ __all__ = ['MACRL', 'OBJECTIVES', 'VIEWS']
 
 OBJECTIVES = ('macrl', 'mae', 'moco')
 VIEWS = ('both', 'asymmetric')
+
+
+class _KeyBranch(nn.Module):
+    """e_k -> pre-logits (avg-pool, fc_norm) -> p_k as one module, so that torch.func.functional_call can run it on
+    cast weights. Built per call around the wrapper's own modules: it owns nothing and is never in a state dict."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.encoder, self.projector = encoder, projector
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, H, W) -> (B, proj_dim) unnormalised keys."""
+        return self.projector(self.encoder.forward_head(self.encoder.forward_features(x), pre_logits=True))
 
 
 class MACRL(nn.Module):
@@ -96,6 +116,9 @@ class MACRL(nn.Module):
         self.rec_loss, self.rec_on, self.norm_pix_loss = rec_loss, rec_on, norm_pix_loss
         self.temperature, self.alpha, self.in_batch_negatives = temperature, alpha, in_batch_negatives
         self.views = views
+        #: None: the momentum branch runs on its fp32 weights (under the caller's autocast); a dtype (bf16): on a cast
+        #: of them taken at each call (see the module docstring). Not a hyperparameter: not in `config`.
+        self.momentum_dtype: Optional[torch.dtype] = None
 
         self.encoder = encoder
         pe = encoder.patch_embed
@@ -157,10 +180,16 @@ class MACRL(nn.Module):
 
     @torch.no_grad()
     def forward_momentum(self, x: Tensor) -> Tensor:
-        """x: (B, C, H, W) unmasked -> (B, proj_dim) L2-normalised keys from e_k, p_k."""
-        enc = self.momentum_encoder
-        w = enc.forward_head(enc.forward_features(x), pre_logits=True)
-        return F.normalize(self.momentum_projector(w).float(), dim=1)
+        """x: (B, C, H, W) unmasked -> (B, proj_dim) L2-normalised keys from e_k, p_k (in `momentum_dtype` if set)."""
+        branch = _KeyBranch(self.momentum_encoder, self.momentum_projector)
+        dt = self.momentum_dtype
+        if dt is None:
+            k = branch(x)
+        else:  # the EMA weights stay fp32 in place; the forward sees a cast (~ms per step; autocast casts anyway)
+            weights = {n: t.to(dt) if t.is_floating_point() else t
+                       for n, t in itertools.chain(branch.named_parameters(), branch.named_buffers())}
+            k = torch.func.functional_call(branch, weights, (x.to(dt),))
+        return F.normalize(k.float(), dim=1)
 
     def forward_loss_mim(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
         """imgs: (VB, C, H, W), pred: (VB, L, p*p*C), mask: (VB, L) -> rec(x_1, x1) + rec(x_2, x2)

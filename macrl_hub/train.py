@@ -40,7 +40,7 @@ from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
-from .runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_compile
+from .runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_compile, resolve_momentum_dtype
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
@@ -220,6 +220,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         torch.set_float32_matmul_precision('high')  # TF32 for what runs outside autocast (losses, kNN)
     model = build_macrl(cfg).to(device)
     attention = choose_attention(model, device, precision, cfg.attention)  # a bad --attention fails here, early
+    if model.momentum_encoder is not None:
+        model.momentum_dtype = resolve_momentum_dtype(cfg.momentum_bf16, device, precision)
     out = Path(cfg.out)
     n_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     taken = master and not cfg.resume and (out / CKPT_NAME).is_file()
@@ -283,7 +285,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         print(f'macrl train: {cfg.model} objective={cfg.objective} on {data.source} ({n} images, {len(data.classes)} '
               f'classes, {data.skipped} skipped) | device={device} precision={precision} attention={attention} '
               f'world={ws} threads={torch.get_num_threads()} compile={"on" if compiled else "off"}'
-              + (' (auto)' if cfg.compile is None else ''))
+              + (' (auto)' if cfg.compile is None else '')
+              + (f' momentum-branch={str(model.momentum_dtype).replace("torch.", "")}' if model.momentum_dtype else ''))
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
@@ -479,7 +482,7 @@ def _global_mean(v: torch.Tensor) -> float:
 #: settings a resumed run may change (where and how long it runs, not what it learns)
 RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget', 'final_knn', 'ckpt_every_min',
                'ckpt_every_epochs', 'log_every', 'knn_every', 'knn_train', 'knn_test', 'tensorboard', 'progress',
-               'threads', 'device', 'precision', 'compile', 'attention', 'keep_freed_memory', 'on_error')
+               'threads', 'device', 'precision', 'compile', 'momentum_bf16', 'attention', 'keep_freed_memory', 'on_error')
 #: never taken from the checkpoint on resume
 PER_INVOCATION = ('out', 'resume', 'time_budget', 'max_steps', 'progress')
 

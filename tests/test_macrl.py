@@ -89,6 +89,43 @@ def test_bank_fills_and_momentum_update():
     assert int(model.bank.filled) == 8  # evaluation does not enqueue
 
 
+def test_momentum_dtype_runs_the_key_branch_on_a_fresh_bf16_cast_of_the_fp32_ema():
+    """MACRL.momentum_dtype (what `macrl train` sets on CPU in bf16): the key forward sees bf16 weights and
+    activations, the EMA weights and the state dict stay fp32 and untouched, the keys follow the fp32 path within
+    bf16 precision, and the cast is taken at every call (an EMA update shows at once: no stale copy)."""
+    torch.manual_seed(0)
+    model = tiny_macrl()
+    x = torch.randn(8, 3, 32, 32)
+    seen = []
+    hook = model.momentum_encoder.blocks[0].mlp.fc1.register_forward_pre_hook(
+        lambda m, args: seen.append((m.weight.dtype, args[0].dtype)))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = model.forward_momentum(x)  # fp32 weights, fp32 input
+    model.momentum_dtype = torch.bfloat16
+    keys = model.forward_momentum(x)
+    hook.remove()
+    assert seen == [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)]
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in state.items())
+    # unit keys; bf16 keeps 8 significant bits (relative rounding 2^-9 per op): a few 1e-3 after two blocks
+    assert keys.dtype == torch.float32 and keys.shape == ref.shape
+    assert (keys - ref).abs().max() < 2e-2 and (keys * ref).sum(1).min() > 0.9995
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.update_momentum(0.0)  # e_k <- e_q: new weights the bf16 path must see at its next call
+    keys2 = model.forward_momentum(x)
+    model.momentum_dtype = None
+    ref2 = model.forward_momentum(x)
+    assert (keys2 * ref).sum(1).min() < 0.99, 'the update did not change the keys: the test cannot tell'
+    assert (keys2 * ref2).sum(1).min() > 0.9995
+    model.momentum_dtype = torch.bfloat16  # the whole step, under bf16 autocast as the trainer runs it
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(*_views(4))
+    out['loss'].backward()
+    assert torch.isfinite(out['loss']) and model.projector.fc1.weight.grad is not None
+
+
 @pytest.mark.parametrize('objective', ['macrl', 'mae'])
 @pytest.mark.parametrize('rec_on', ['visible', 'all'])
 def test_mask_ratio_zero_reconstructs_every_token_in_place(objective, rec_on):

@@ -113,9 +113,22 @@ def test_compile_auto_only_where_it_was_measured_to_pay(given, device, steps, wa
     assert resolve_compile(given, torch.device(device), steps) is want
 
 
+@pytest.mark.parametrize('given,device,precision,want', [
+    (None, 'cpu', 'bf16', 'bfloat16'), (None, 'cpu', 'fp32', None),  # auto: CPU in bf16 only (measured faster)
+    (None, 'cuda', 'bf16', None), (None, 'cuda', 'fp16', None),       # auto: never on CUDA (unmeasured)
+    (True, 'cpu', 'fp32', 'bfloat16'), (False, 'cpu', 'bf16', None)])  # given: as given
+def test_momentum_bf16_auto_only_on_cpu_in_bf16(given, device, precision, want):
+    import torch
+    from macrl_hub.runtime import resolve_momentum_dtype
+    got = resolve_momentum_dtype(given, torch.device(device), precision)
+    assert got == (getattr(torch, want) if want else None)
+
+
 def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path):
-    """`macrl train` without --compile is auto (None), and the trainer decides from the steps this invocation runs."""
+    """`macrl train` without --compile is auto (None), and the trainer decides from the steps this invocation runs;
+    --momentum-bf16 likewise three-way, and what the trainer resolves is what the momentum branch runs in."""
     import argparse
+    import torch
     from PIL import Image
     from macrl_hub import train as train_mod
     from macrl_hub.config import TrainConfig, add_dataclass_args, config_from_args
@@ -123,7 +136,14 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
     add_dataclass_args(p)
     assert [config_from_args(p.parse_args(a)).compile for a in ([], ['--compile'], ['--no-compile'])] == \
         [None, True, False]
-    seen, compiled = [], []
+    assert [config_from_args(p.parse_args(a)).momentum_bf16
+            for a in ([], ['--momentum-bf16'], ['--no-momentum-bf16'])] == [None, True, False]
+    seen, compiled, mom, used = [], [], [], []
+    monkeypatch.setattr(train_mod, 'resolve_momentum_dtype',
+                        lambda f, d, p: mom.append((f, d.type, p)) or torch.bfloat16)
+    real = train_mod.MACRL.forward_momentum
+    monkeypatch.setattr(train_mod.MACRL, 'forward_momentum', lambda self, x: used.append(self.momentum_dtype)
+                        or real(self, x))
     monkeypatch.setattr(train_mod, 'resolve_compile', lambda c, d, s: seen.append((c, d.type, s)) or c is None)
     monkeypatch.setattr(train_mod, 'compile_blocks', lambda m: compiled.append(type(m).__name__))
     data = tmp_path / 'data' / 'train'
@@ -137,3 +157,4 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
                       precision='fp32', knn_every=0)
     train_mod.train(cfg)
     assert seen == [(None, 'cpu', 3)] and compiled == ['MACRL']  # 3 steps planned of 40; the stub said compile
+    assert mom == [(None, 'cpu', 'fp32')] and used == [torch.bfloat16] * 3  # the stub said bf16: every step ran it
