@@ -19,11 +19,14 @@ Our encoders have no class token and average the patch tokens, so a token's rele
 its column over all query rows.
 """
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .runtime import attention_kernel
 
 __all__ = ['attention_maps', 'capture_attention', 'save_grid', 'reconstruct', 'load_macrl', 'METHODS', 'main']
 
@@ -40,11 +43,10 @@ class capture_attention:
         self.attn_grad: Dict[int, Tensor] = {}
 
     def __enter__(self):
-        self._handles, self._fused = [], []
+        self._stack = contextlib.ExitStack()  # explicit softmax attention, each module's own flag back on exit
+        self._stack.enter_context(attention_kernel(self.model, torch.device('cpu'), 'fp32', mode='explicit'))
         for i, blk in enumerate(self.model.blocks):
-            self._fused.append(blk.attn.fused_attn)
-            blk.attn.fused_attn = False
-            self._handles.append(blk.attn.attn_drop.register_forward_hook(self._hook(i)))
+            self._stack.callback(blk.attn.attn_drop.register_forward_hook(self._hook(i)).remove)
         return self
 
     def _hook(self, i: int):
@@ -55,10 +57,7 @@ class capture_attention:
         return fn
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        for blk, f in zip(self.model.blocks, self._fused):
-            blk.attn.fused_attn = f
+        self._stack.close()
         return False
 
 

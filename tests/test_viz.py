@@ -26,6 +26,9 @@ def test_capture_restores_fused_attention():
         model.forward_features(torch.randn(1, 3, 32, 32))
     assert len(cap.attn) == 2 and cap.attn[0].shape == (1, 2, 64, 64)
     assert [b.attn.fused_attn for b in model.blocks] == before
+    assert not any(b.attn.attn_drop._forward_hooks for b in model.blocks)  # the recording hooks are gone
+    model.forward_features(torch.randn(1, 3, 32, 32))
+    assert len(cap.attn) == 2  # nothing recorded after the block
 
 
 def test_planted_attention_shows_up():
