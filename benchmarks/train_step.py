@@ -42,9 +42,8 @@ import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
-from macrl_hub.runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_momentum_dtype
+from macrl_hub.runtime import choose_attention, compile_blocks, eager, keep_freed_memory, resolve_momentum_dtype
 from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
-from macrl_hub.train import eager
 from macrl_hub.transforms import PairAugment
 
 

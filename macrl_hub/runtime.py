@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'resolve_compile', 'COMPILE_MIN_STEPS',
+__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'eager', 'resolve_compile', 'COMPILE_MIN_STEPS',
            'resolve_momentum_dtype', 'ATTENTION_MODES']
 
 ATTENTION_MODES = ('auto', 'fused', 'explicit')
@@ -125,3 +125,15 @@ def compile_blocks(model: torch.nn.Module) -> None:
               getattr(getattr(model, 'momentum_encoder', None), 'blocks', None)):
         if m is not None:
             m.compile()
+
+
+@contextlib.contextmanager
+def eager():
+    """Run torch.compile'd modules eagerly inside: feature extraction for kNN at other batch shapes and without
+    autograd would otherwise compile new graphs (tens of seconds each) for a few forward passes."""
+    set_stance = getattr(getattr(torch, 'compiler', None), 'set_stance', None)  # torch >= 2.6
+    if set_stance is None:
+        yield
+        return
+    with set_stance('force_eager'):
+        yield

@@ -40,12 +40,13 @@ from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
-from .runtime import choose_attention, compile_blocks, keep_freed_memory, resolve_compile, resolve_momentum_dtype
+from .runtime import (choose_attention, compile_blocks, eager, keep_freed_memory, resolve_compile,
+                      resolve_momentum_dtype)
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
-           'resumed_config', 'RUN_CONTROL', 'eager']
+           'resumed_config', 'RUN_CONTROL']
 
 CKPT_NAME = 'checkpoint.pth'
 FIT_SKIP, FIT_STEPS = 3, 20  # --fit-budget: steps left out (compilation, warm-up), then steps timed
@@ -56,18 +57,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # -- setup helpers ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def eager():
-    """Run torch.compile'd modules eagerly inside: feature extraction for kNN at other batch shapes and without
-    autograd would otherwise compile new graphs (tens of seconds each) for a few forward passes."""
-    set_stance = getattr(getattr(torch, 'compiler', None), 'set_stance', None)  # torch >= 2.6
-    if set_stance is None:
-        yield
-        return
-    with set_stance('force_eager'):
-        yield
-
-
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
     """Linear warmup, then half-cosine decay to min_lr (MAE's util/lr_sched.py, per step)."""
     if step < warmup_steps:
