@@ -14,8 +14,11 @@ On CPU in bf16 the fused kernel is the slow one for our short sequences (17-65 t
 (`_scaled_dot_product_flash_attention_for_cpu_backward`) was 30% of a ViT-Ti/4 MACRL step on a Sapphire Rapids
 (AMX) Xeon. timm's explicit softmax attention measured, same step (batch 256, 2 threads, bf16): AMX 99 -> 141
 img/s, AMD EPYC (AVX512-BF16) 56.6 -> 71.3 img/s; in fp32 both kernels ran at the same speed (EPYC 39.1 vs 38.2),
-and on CUDA the fused (flash) kernel is the fast one. `choose_attention(..., 'auto')` therefore switches to the
-explicit path exactly on CPU with bf16, unless the user has set TIMM_FUSED_ATTN themselves.
+and on CUDA the fused (flash) kernel is the fast one. Sequence length does not change the choice: one attention
+layer forward + backward, bf16, AVX512-BF16, 17 to 1,025 tokens (`python benchmarks/attention_kernels.py`): explicit
+took 0.46-0.66x the fused kernel's time at ViT-Ti width, 0.53-0.74x at ViT-S width; in fp32 1.02-1.03x at 65-1,025
+tokens. `choose_attention(..., 'auto')` therefore switches to the explicit path exactly on CPU with bf16, at every
+length, unless the user has set TIMM_FUSED_ATTN themselves.
 """
 import contextlib
 import ctypes
