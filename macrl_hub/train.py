@@ -181,7 +181,21 @@ def _init_distributed(cfg: TrainConfig) -> torch.device:
 
 # -- the loop --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> Dict[str, Any]:
-    """Pretrain `cfg.model` with MACRL; returns a summary dict. See the module docstring."""
+    """Pretrain `cfg.model` with MACRL; returns a summary dict. See the module docstring.
+
+    Under torchrun (RANK/WORLD_SIZE set, no process group yet) it creates the process group and destroys it when it
+    returns or fails: a gloo group left to the interpreter's exit can abort the process after training has finished
+    ("terminate called without an active exception", SIGABRT, seen once in CI). A group the caller made is left
+    alone."""
+    owns_group = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and not is_dist()
+    try:
+        return _train(cfg)
+    finally:
+        if owns_group and is_dist():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig) -> Dict[str, Any]:
     t_start = time.time()
     budget = parse_duration(cfg.time_budget)
     device = _init_distributed(cfg)

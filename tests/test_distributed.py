@@ -57,3 +57,21 @@ def test_resume_with_another_world_size(small_folder, tmp_path):
     for k, v in a['model'].items():
         if v.is_floating_point():
             assert torch.allclose(v, b['model'][k], atol=1e-4, rtol=1e-3), k
+
+
+def test_train_destroys_only_the_process_group_it_created(small_folder, tmp_path, monkeypatch):
+    """Under torchrun's environment `train` makes the gloo group and destroys it on return (a group left to the
+    interpreter's exit once aborted a finished rank in CI); a group the caller made before is still there after."""
+    import torch.distributed as dist
+    from test_train import _cfg
+    from macrl_hub.train import train
+    for k, v in dict(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT='0').items():
+        monkeypatch.setenv(k, v)
+    train(_cfg(small_folder, tmp_path / 'own', max_steps=1))
+    assert not dist.is_initialized()
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        train(_cfg(small_folder, tmp_path / 'callers', max_steps=1))
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
