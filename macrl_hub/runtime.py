@@ -29,8 +29,8 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'eager', 'resolve_compile', 'COMPILE_MIN_STEPS',
-           'resolve_momentum_dtype', 'ATTENTION_MODES']
+__all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'eager', 'resolve_compile',
+           'COMPILE_MIN_STEPS', 'resolve_momentum_dtype', 'ATTENTION_MODES']
 
 ATTENTION_MODES = ('auto', 'fused', 'explicit')
 

@@ -166,12 +166,18 @@ def _check_out_dir(out: Path, need_bytes: int) -> None:
                       f'{2 * need_bytes / 2**20:.0f} MiB (current + temporary copy)')
 
 
-def _init_distributed(cfg: TrainConfig) -> torch.device:
-    if 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and not is_dist():
-        use_cuda = torch.cuda.is_available() and cfg.device != 'cpu'
-        dist.init_process_group('nccl' if use_cuda else 'gloo')
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+def _init_process_group(cfg: TrainConfig) -> bool:
+    """Under torchrun (RANK/WORLD_SIZE set) with no process group yet, create one; True when this call created it."""
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ or is_dist():
+        return False
+    use_cuda = torch.cuda.is_available() and cfg.device != 'cpu'
+    dist.init_process_group('nccl' if use_cuda else 'gloo')
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    return True
+
+
+def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == 'auto':
         if torch.cuda.is_available():
             return torch.device('cuda', torch.cuda.current_device())
@@ -187,18 +193,18 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     returns or fails: a gloo group left to the interpreter's exit can abort the process after training has finished
     ("terminate called without an active exception", SIGABRT, seen once in CI). A group the caller made is left
     alone."""
-    owns_group = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and not is_dist()
+    t_start = time.time()  # the run's clock (time budget, train_time) includes joining the group
+    owns_group = _init_process_group(cfg)
     try:
-        return _train(cfg)
+        return _train(cfg, t_start)
     finally:
         if owns_group and is_dist():
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig) -> Dict[str, Any]:
-    t_start = time.time()
+def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     budget = parse_duration(cfg.time_budget)
-    device = _init_distributed(cfg)
+    device = _device(cfg)
     master = rank() == 0
     ws = world_size()
     local_ws = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
