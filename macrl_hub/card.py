@@ -1,6 +1,5 @@
 """Model cards: Hub metadata (huggingface_hub's ModelCardData + EvalResult) and a body built only from
 the checkpoint, the eval JSON lines and the training log. Nothing on a card is typed by hand."""
-import json
 import platform
 import re
 from pathlib import Path
@@ -152,6 +151,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         lines.append('Not evaluated yet.')
     if evals and not any('finetune_top1' in ev for ev in evals):
         lines += ['', 'Fine-tuning (`macrl eval finetune`) was not run for this card.']
+    lines += paper_section(a, dataset_key, evals, end.get('epochs'), tcfg.get('batch_size'))
     lines += [
         '',
         '## Training',
@@ -188,6 +188,65 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     path = Path(folder) / 'README.md'
     card.save(path)
     return path
+
+
+def paper_section(model_args: Dict[str, Any], dataset_key: str, evals: List[Dict[str, Any]],
+                  pretrain_epochs: Optional[float], pretrain_batch: Optional[int] = None) -> List[str]:
+    """'## Compared with the paper': the paper's numbers for this dataset (macrl_hub.paper) with their epochs and
+    protocol, this card's beside them, and the gap stated; [] for a dataset the paper does not report."""
+    from .paper import PAPER_ARCH, PAPER_DATASETS, PAPER_PRETRAIN_EPOCHS, PAPER_PROTOCOL, paper_results, paper_tables
+    paper = paper_results(dataset_key)
+    if paper is None:
+        return []
+    from .models import architecture_args
+    pa, ours = _arch_desc(architecture_args(PAPER_ARCH[dataset_key])), _arch_desc(model_args)
+    lines = ['', '## Compared with the paper', '',
+             f'The paper ({paper_tables(dataset_key)}) reports {PAPER_DATASETS[dataset_key]} test top-1 for encoders '
+             f'pretrained on `{PAPER_ARCH[dataset_key]}` ({pa}); '
+             + ('this card\'s encoder is the same architecture.' if ours == pa else
+                f'this card\'s encoder is a different one ({ours}), so the rows compare recipes and budgets, '
+                'not the same network.'),
+             '',
+             '| | pretraining epochs (batch) | linear probe top-1 (probe epochs) | fine-tune top-1 (epochs) |',
+             '|---|---|---|---|']
+    for method, lin in paper['linear'].items():
+        ft, shown = paper['finetune'][method], method.replace('*', '\\*')  # MACRL\* (markdown)
+        lines.append(f'| {shown} (paper) | {PAPER_PRETRAIN_EPOCHS:,} (2,048) | {lin.top1:.2f}% ({lin.epochs:,}) | '
+                     f'{ft.top1:.2f}% ({ft.epochs:,}) |')
+    lin_ev = next((ev for ev in evals if 'linear_top1' in ev), None)
+    ft_ev = next((ev for ev in evals if 'finetune_top1' in ev), None)
+    ep = (f'{pretrain_epochs:.2f}' if pretrain_epochs else '?') + (f' ({pretrain_batch:,})' if pretrain_batch else '')
+    lines.append(f'| MACRL, this card | {ep} | '
+                 + (f'{lin_ev["linear_top1"]:.2f}% ({lin_ev.get("probe_epochs", "?")})' if lin_ev else 'not run')
+                 + ' | ' + (f'{ft_ev["finetune_top1"]:.2f}% ({ft_ev.get("finetune_epochs", "?")})' if ft_ev
+                            else 'not run') + ' |')
+    lines += ['', 'MACRL\\* is the paper\'s shorter evaluation of the same MACRL encoder. The paper\'s linear probe: '
+              f'{PAPER_PROTOCOL["linear"]}; fine-tune: {PAPER_PROTOCOL["finetune"]}.']
+    if lin_ev:
+        aug = 'random-resized-crop + flip augmentation' if lin_ev.get('probe_augment') else \
+            'no augmentation (features cached once)'
+        lines[-1] += (f' This card\'s linear probe: {lin_ev.get("probe_optimizer", "?")}, '
+                      f'lr {lin_ev.get("probe_lr", "?")}, weight decay {lin_ev.get("probe_weight_decay", "?")}, '
+                      f'{aug}, on {lin_ev.get("n_train", "?")} train images.')
+    gaps = []
+    for ev, key, proto, name in ((lin_ev, 'linear_top1', 'linear', 'linear probe'),
+                                 (ft_ev, 'finetune_top1', 'finetune', 'fine-tune')):
+        if ev:
+            d = ev[key] - paper[proto]['MACRL'].top1
+            gaps.append(f'{name} {abs(d):.2f} points {"below" if d < 0 else "above"} the paper\'s MACRL '
+                        f'({ev[key]:.2f}% vs {paper[proto]["MACRL"].top1:.2f}%)')
+    if gaps:
+        share = (f', after {100 * pretrain_epochs / PAPER_PRETRAIN_EPOCHS:.2g}% of its pretraining epochs'
+                 if pretrain_epochs else '')
+        lines += ['', f'This card: {"; ".join(gaps)}{share}. '
+                  + ('A shorter pretraining than the paper\'s: not a reproduction of its number.'
+                     if not pretrain_epochs or pretrain_epochs < PAPER_PRETRAIN_EPOCHS else '')]
+    return lines
+
+
+def _arch_desc(a: Dict[str, Any]) -> str:
+    """'512-d, 12 layers, 4 heads, patch 4' from VisionTransformer keywords."""
+    return f'{a["embed_dim"]}-d, {a["depth"]} layers, {a["num_heads"]} heads, patch {a["patch_size"]}'
 
 
 def hardware() -> str:

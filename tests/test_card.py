@@ -103,3 +103,47 @@ def test_cards_show_no_local_data_paths():
     for readme in cards.glob('*/README.md'):
         text = readme.read_text()
         assert '--data ../' not in text and 'shared/data' not in text and '--data .data/' not in text, readme
+
+
+def _paper_card(tmp_path, arch, tag, evals, model_args=None):
+    cfg = dataclasses.asdict(TrainConfig(model=arch, epochs=100, batch_size=512, out='runs/x'))
+    model = timm.create_model(arch, **(model_args or {}))
+    config = plain_timm_config(model, arch, model_args or {}, tag)
+    ck = {'config': cfg, 'step': 5121, 'train_time': 298.0, 'precision': 'bf16', 'hardware': 'NVIDIA H200'}
+    log = [{'event': 'end', 'reason': 'time_budget', 'step': 5121, 'epochs': 52.79}]
+    return write_model_card(tmp_path, f'{arch}.{tag}', config, ck, evals, log).read_text()
+
+
+LINEAR = {'eval': 'knn+linear', 'knn_top1_k200': 64.43, 'linear_top1': 72.89, 'n_train': 50000, 'n_test': 10000,
+          'probe_epochs': 100, 'probe_lr': 0.1, 'probe_optimizer': 'adamw', 'probe_weight_decay': 0.0,
+          'probe_augment': False, 'command': 'macrl eval knn+linear ...'}
+
+
+def test_card_of_the_papers_encoder_sets_its_numbers_beside_the_papers(tmp_path):
+    """The paper's CIFAR encoder: the paper's Table 1-2 rows with their epochs, ours with ours, and the gap."""
+    ft = {'eval': 'finetune', 'finetune_top1': 90.5, 'finetune_epochs': 20, 'n_train': 50000, 'n_test': 10000}
+    card = _paper_card(tmp_path, 'macrl_vit_medium_p4_cifar', 'cifar10', [LINEAR, ft])
+    section = card.split('## Compared with the paper')[1].split('## Training')[0]
+    assert 'this card\'s encoder is the same architecture' in section
+    assert '| MoCo (paper) | 2,000 (2,048) | 86.16% (1,000) | 95.61% (400) |' in section
+    assert '| MACRL\\* (paper) | 2,000 (2,048) | 81.36% (100) | 96.43% (100) |' in section
+    assert '| MACRL (paper) | 2,000 (2,048) | 91.02% (200) | 97.88% (200) |' in section
+    assert '| MACRL, this card | 52.79 (512) | 72.89% (100) | 90.50% (20) |' in section
+    assert 'linear probe 18.13 points below the paper\'s MACRL (72.89% vs 91.02%)' in section
+    assert 'fine-tune 7.38 points below the paper\'s MACRL (90.50% vs 97.88%)' in section
+    assert 'after 2.6% of its pretraining epochs' in section and 'no augmentation' in section
+
+
+def test_card_of_another_encoder_or_dataset_says_what_the_paper_trained(tmp_path):
+    """A smaller encoder is named as different; CIFAR-100 uses its own column; a dataset the paper never ran has no
+    section."""
+    card = _paper_card(tmp_path, 'macrl_vit_tiny_p4_cifar', 'cifar100', [dict(LINEAR, linear_top1=40.0)],
+                       {'depth': 1})
+    section = card.split('## Compared with the paper')[1].split('## Training')[0]
+    assert 'on `macrl_vit_medium_p4_cifar` (512-d, 12 layers, 4 heads, patch 4)' in section
+    assert 'a different one (192-d, 1 layers, 3 heads, patch 4)' in section
+    assert '| MACRL (paper) | 2,000 (2,048) | 66.27% (200) | 82.94% (200) |' in section
+    assert '| MACRL, this card | 52.79 (512) | 40.00% (100) | not run |' in section
+    assert 'linear probe 26.27 points below' in section
+    card = _paper_card(tmp_path, 'macrl_vit_tiny_p4_cifar', 'mydata', [LINEAR], {'depth': 1})
+    assert 'Compared with the paper' not in card and '## Training' in card
