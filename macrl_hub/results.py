@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 METRICS = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
            'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1',
            'shipped_top1': 'top-1 of this classifier as shipped'}
-FIELDS = ['model', 'dataset', 'img_size', 'param_count_m', 'gflops', *METRICS, 'pretrain_hardware',
-          'pretrain_min', 'pretrain_epochs']
+FIELDS = ['model', 'dataset', 'img_size', 'param_count_m', 'gflops', 'knn_top1_k20', 'knn_top1_k200', 'linear_top1',
+          'finetune_top1', 'finetune_epochs', 'shipped_top1', 'pretrain_hardware', 'pretrain_min', 'pretrain_epochs']
+_COLUMNS = {name: col for col, name in METRICS.items()}
 
 
 def _training_fact(text: str, pattern: str) -> Optional[str]:
@@ -55,8 +56,14 @@ def card_row(folder: Path) -> Dict[str, object]:
         model=folder.name, dataset=dataset, img_size=size[-1],
         param_count_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         gflops=round(fc.get_total_flops() / 1e9, 2))
-    for col, name in METRICS.items():
-        row[col] = metrics.get(name, '')
+    row.update({col: '' for col in METRICS}, finetune_epochs='')
+    for name, value in metrics.items():  # a fine-tune's name carries its length: 'fine-tune top-1 (4 epochs)'
+        m = re.fullmatch(r'(.+?)(?: \((\d+) epochs\))?', name)
+        col = _COLUMNS.get(m.group(1))
+        if col:
+            row[col] = value
+            if col == 'finetune_top1' and m.group(2):
+                row['finetune_epochs'] = int(m.group(2))
     row['pretrain_hardware'] = _training_fact(text, r'\n- Hardware: ([^(\n]+)') or ''
     row['pretrain_min'] = _training_fact(text, r'([\d.]+) min wall time') or ''
     row['pretrain_epochs'] = _training_fact(text, r'steps = ([\d.]+) ') or ''
@@ -87,7 +94,8 @@ def render_markdown(rows: List[Dict[str, object]]) -> str:
         pre = (f'{r["pretrain_epochs"]} epochs, {r["pretrain_min"]} min, {r["pretrain_hardware"]}'
                if r['pretrain_min'] else '')
         cells = [f'[{r["model"]}](../model_cards/{r["model"]}/README.md)', r['param_count_m'], r['gflops'],
-                 *(r[k] for k in METRICS), pre]
+                 *(f'{r[k]} ({r["finetune_epochs"]} epochs)' if k == 'finetune_top1' and r['finetune_epochs']
+                   else r[k] for k in METRICS), pre]
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 

@@ -37,3 +37,23 @@ def test_a_changed_card_makes_results_stale(tmp_path):
     assert main(['--cards', str(cards), '--out', str(out), '--check']) == 1
     row = next(r for r in results_rows(cards) if r['model'] == name)
     assert row['knn_top1_k200'] == 12.34
+
+
+def test_a_fine_tune_on_a_card_reaches_results_with_its_epochs(tmp_path):
+    """The card names a fine-tune 'fine-tune top-1 (N epochs)' (a short one is not the paper's): results keeps both."""
+    import dataclasses
+    import timm
+    from macrl_hub.card import write_model_card
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.export import plain_timm_config
+    from macrl_hub.results import card_row, render_markdown
+    name = 'macrl_vit_tiny_p4_cifar.cifar10'
+    config = plain_timm_config(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), 'macrl_vit_tiny_p4_cifar',
+                               {'depth': 1}, 'cifar10')
+    ck = {'config': dataclasses.asdict(TrainConfig()), 'step': 10, 'train_time': 60.0, 'hardware': 'a CPU'}
+    evals = [{'eval': 'knn+linear', 'knn_top1_k200': 41.0, 'linear_top1': 50.0, 'n_test': 10000},
+             {'eval': 'finetune', 'finetune_top1': 62.81, 'finetune_epochs': 5, 'n_test': 10000}]
+    write_model_card(tmp_path / name, name, config, ck, evals, [{'event': 'end', 'step': 10, 'epochs': 1.0}])
+    row = card_row(tmp_path / name)
+    assert row['finetune_top1'] == 62.81 and row['finetune_epochs'] == 5 and row['linear_top1'] == 50.0
+    assert '| 62.81 (5 epochs) |' in render_markdown([row])
