@@ -3,6 +3,7 @@
     python benchmarks/paper_table.py --data ../shared/data/cifar10-jpeg.tar.xz --seeds 0 1      # CPU: ~90 min, 2 cores
     python benchmarks/paper_table.py --data ... --ablations alpha=1 rec_on=visible bank_size=0,65536 mask_ratio=0.9
     bash benchmarks/gpu_paper_table.sh       # on a GPU, one device call (benchmarks/gpu_paper_table_rehearse.sh first)
+    python benchmarks/paper_table.py --replot --out benchmarks/results/epochs2   # redraw the curves from the JSON
 
 Budget: `--equal flops` (default) gives every row the training FLOPs that MACRL spends in `--epochs` epochs of
 the whole train split (FLOPs per image counted by torch's FlopCounterMode for each row's own configuration), so
@@ -18,8 +19,9 @@ The online kNN monitor (2,000-image bank, 1,000 held-out test images) draws the 
 
 Writes, after every row (a session that ends mid-way keeps what finished): <out>/paper_table.md,
 <out>/paper_table.json, <out>/paper_curves.png (kNN against training minutes) and <out>/paper_curves_flops.png
-(against training PFLOPs). A row whose settings equal one already in paper_table.json is reused, not retrained,
-so a table can grow across sessions and machines (each row keeps its own hardware and minutes).
+(against training PFLOPs; each method the mean of its seeds, the seeds faint behind it). A row whose settings equal
+one already in paper_table.json is reused, not retrained, so a table can grow across sessions and machines (each
+row keeps its own hardware and minutes).
 A row whose training was interrupted (a session that ended) continues from its scratch run's last checkpoint
 (one per epoch, and every 30 min) when rerun with the same settings.
 """
@@ -141,6 +143,24 @@ def _fmt(rows: List[dict], key: str) -> str:
     return f'{statistics.mean(vals):.2f} ({" / ".join(f"{v:.2f}" for v in vals)})'
 
 
+def curve_series(main_rows: Dict[str, List[dict]], ablations, x: str):
+    """The online-kNN curves against `x` ('minutes' or 'pflops'): one line per main row, the mean over its seeds
+    point by point (its seeds returned apart, to be drawn faint behind it), and one per ablation row."""
+    series, seeds = {}, {}
+    for obj, rs in main_rows.items():
+        curves = [[(c[x], c['knn200']) for c in r['curve']] for r in rs if r['curve']]
+        if len(curves) == 1:
+            series[obj] = curves[0]
+        elif curves:  # the seeds' monitors run at the same steps; minutes differ a little and are averaged too
+            name = f'{obj} (mean of {len(curves)} seeds)'
+            series[name] = [(statistics.mean(p[0] for p in pts), statistics.mean(p[1] for p in pts))
+                            for pts in zip(*curves)]
+            seeds[name] = curves
+    for _, rs in ablations:
+        series.update({r['name']: [(c[x], c['knn200']) for c in r['curve']] for r in rs if r['curve']})
+    return series, seeds
+
+
 def write_outputs(out: Path, args, main_rows: Dict[str, List[dict]], ablations, settings: dict, cmd: str,
                   t_all: float) -> None:
     (out / 'paper_table.json').write_text(json.dumps(dict(rows=main_rows, ablations=ablations, command=cmd,
@@ -174,17 +194,23 @@ def write_outputs(out: Path, args, main_rows: Dict[str, List[dict]], ablations, 
         md += [f'| {r["value"]} | {r["epochs"]:g} | {r["knn20"]:.2f} | {r["knn200"]:.2f} | {r["linear"]:.2f} | '
                f'{r["train_min"]} |' for r in rs]
     (out / 'paper_table.md').write_text('\n'.join(md) + '\n')
+    plot_curves(out, main_rows, ablations)
+    print('\n'.join(md), flush=True)
+
+
+def plot_curves(out: Path, main_rows: Dict[str, List[dict]], ablations) -> None:
+    """<out>/paper_curves.png (kNN against minutes) and paper_curves_flops.png (against PFLOPs)."""
     for x, path, label in (('minutes', 'paper_curves.png', 'training minutes'),
                            ('pflops', 'paper_curves_flops.png', 'training PFLOP')):
-        series = {r['name']: [(c[x], c['knn200']) for c in r['curve']] for r in every if r['curve']}
+        series, seeds = curve_series(main_rows, ablations, x)
         if series:
-            line_plot(series, out / path, title='online kNN top-1 (k=200, 2k bank, 1k test images)', xlabel=label)
-    print('\n'.join(md), flush=True)
+            line_plot(series, out / path, title='online kNN top-1 (k=200, 2k bank, 1k test images)', xlabel=label,
+                      faint=seeds)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', required=True)
+    p.add_argument('--data', help='CIFAR-10: a torchvision name, folder or archive (required unless --replot)')
     p.add_argument('--model', default='macrl_vit_tiny_p4_cifar')
     p.add_argument('--model-args', default='', help='extra timm kwargs as JSON (e.g. a smoke test: {"depth": 2})')
     p.add_argument('--num-train', type=int, default=0, help='pretraining subset of the train split (0: all)')
@@ -207,8 +233,17 @@ def main():
     p.add_argument('--out', default='benchmarks/results')
     p.add_argument('--runs-dir', default='', help="where each row's scratch training run goes (default <out>/runs)")
     p.add_argument('--compile', action='store_true', help='torch.compile the blocks (each row compiles anew)')
+    p.add_argument('--replot', action='store_true',
+                   help="only redraw <out>'s curves from its paper_table.json (no data, no training)")
     args = p.parse_args()
     out = Path(args.out)
+    if args.replot:
+        old = json.loads((out / 'paper_table.json').read_text())
+        plot_curves(out, old['rows'], old['ablations'])
+        print(f'redrew {out / "paper_curves.png"} and {out / "paper_curves_flops.png"}')
+        return
+    if not args.data:
+        p.error('--data is required (CIFAR-10: cifar10, a folder or an archive such as cifar10-jpeg.tar.xz)')
     out.mkdir(parents=True, exist_ok=True)
     train_split = load_dataset(args.data, 'train')  # decoded once: its size, then the evaluation subset
     n_train = args.num_train or len(train_split)

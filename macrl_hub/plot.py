@@ -41,12 +41,19 @@ def _smooth(pts: Sequence[Tuple[float, float]], window: int) -> List[Tuple[float
     return out
 
 
+def _faint(c: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    return tuple(int(v + (255 - v) * 0.7) for v in c)
+
+
 def _panel(d: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], series: Series, title: str, xlabel: str,
-           ylabel: str, xlim: Optional[Tuple[float, float]] = None, smooth: bool = False) -> None:
-    """Axes with round ticks in `box` (left, top, right, bottom of the whole panel), legend on the right."""
+           ylabel: str, xlim: Optional[Tuple[float, float]] = None, smooth: bool = False,
+           faint: Optional[Dict[str, List[Sequence[Tuple[float, float]]]]] = None) -> None:
+    """Axes with round ticks in `box` (left, top, right, bottom of the whole panel), legend on the right;
+    `faint[name]`: more lines drawn thin in a pale tint of series `name`'s colour, behind the series."""
     left, top, right, bottom = box
     L, T, R, B = left + 60, top + 28, right - _LEGEND_W, bottom - 40
-    pts = [p for s in series.values() for p in s]
+    faint = faint or {}
+    pts = [p for s in series.values() for p in s] + [p for ls in faint.values() for s in ls for p in s]
     x0, x1 = xlim or (min(p[0] for p in pts), max(p[0] for p in pts))
     xt = nice_ticks(x0, x1)
     if x1 > x0:  # the x axis spans the data (16 epochs end at 16, not at the next round tick); y gets round ends
@@ -75,12 +82,16 @@ def _panel(d: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], series: Serie
     d.text(((L + R) // 2 - 3 * len(xlabel), bottom - 18), xlabel, fill='black')
     if ylabel:
         d.text((left + 4, top + 15), ylabel, fill='black')
+    colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(series)}
+    for name, lines in faint.items():
+        for s in lines:
+            if len(s) > 1:
+                d.line([xy(*p) for p in sorted(s)], fill=_faint(colors[name]), width=1)
     for i, (name, s) in enumerate(series.items()):
-        c = _COLORS[i % len(_COLORS)]
+        c = colors[name]
         s = sorted(s)
         if smooth and len(s) > 50:
-            faint = tuple(int(v + (255 - v) * 0.7) for v in c)
-            d.line([xy(*p) for p in s], fill=faint, width=1)
+            d.line([xy(*p) for p in s], fill=_faint(c), width=1)
             s = _smooth(s, max(2, len(s) // 50))
         if len(s) > 1:
             d.line([xy(*p) for p in s], fill=c, width=2)
@@ -91,13 +102,19 @@ def _panel(d: ImageDraw.ImageDraw, box: Tuple[int, int, int, int], series: Serie
 
 
 def line_plot(series: Series, path: Path, title: str = '', xlabel: str = '', ylabel: str = '',
-              size: Tuple[int, int] = (700, 400)) -> Path:
-    """One panel, one line per named (non-empty) series of (x, y) points, round ticks, legend beside the axes."""
+              size: Tuple[int, int] = (700, 400),
+              faint: Optional[Dict[str, List[Sequence[Tuple[float, float]]]]] = None) -> Path:
+    """One panel, one line per named (non-empty) series of (x, y) points, round ticks, legend beside the axes.
+    `faint`: {series name: [more (x, y) lines]} drawn thin and pale in that series' colour (e.g. the seeds
+    behind their mean)."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         raise ValueError('nothing to plot')
+    unknown = sorted(set(faint or {}) - set(series))
+    if unknown:
+        raise ValueError(f'faint lines for series that are not plotted: {unknown}')
     img = Image.new('RGB', size, 'white')
-    _panel(ImageDraw.Draw(img), (0, 0, *size), series, title, xlabel, ylabel)
+    _panel(ImageDraw.Draw(img), (0, 0, *size), series, title, xlabel, ylabel, faint=faint)
     path = Path(path)
     img.save(path)
     return path

@@ -70,3 +70,18 @@ def test_an_interrupted_scratch_run_resumes_only_with_the_same_settings(pt, tmp_
     assert calls == [('auto', True)] and row['train_min'] == 2.0  # minutes of all invocations (train_time)
     pt.run_one(dict(name='r', cfg=dict(cfg, seed=1), flops_per_img=1e9), args, tmp_path, None, 100)
     assert calls[1] == ('', False)  # other settings: the scratch run is removed and trained anew
+
+
+def test_curves_show_each_method_as_the_mean_of_its_seeds(pt):
+    """One line per method, the point-by-point mean over its seeds (the seeds kept apart, for the faint lines);
+    a row with one seed and each ablation as they are; the untrained row (no curve) left out."""
+    curve = lambda *ks: [dict(minutes=m + 1.0, pflops=0.1 * (m + 1), knn200=k) for m, k in enumerate(ks)]  # noqa
+    rows = {'random': [_row('random', curve=[])],
+            'macrl': [_row('macrl', curve=curve(20.0, 30.0)), _row('macrl (seed 1)', curve=curve(22.0, 34.0))],
+            'moco': [_row('moco', curve=curve(25.0))]}
+    ablations = [('alpha', [_row('macrl_alpha=1.0', curve=curve(26.0, 36.0))])]
+    series, seeds = pt.curve_series(rows, ablations, 'pflops')
+    assert list(series) == ['macrl (mean of 2 seeds)', 'moco', 'macrl_alpha=1.0']
+    assert series['macrl (mean of 2 seeds)'] == pytest.approx([(0.1, 21.0), (0.2, 32.0)])
+    assert seeds == {'macrl (mean of 2 seeds)': [[(0.1, 20.0), (0.2, 30.0)], [(0.1, 22.0), (0.2, 34.0)]]}
+    assert series['moco'] == [(0.1, 25.0)] and series['macrl_alpha=1.0'] == [(0.1, 26.0), (0.2, 36.0)]

@@ -77,3 +77,14 @@ def test_x_axis_ends_at_the_last_point_not_at_the_next_round_tick(tmp_path):
     right = 700 - _LEGEND_W
     xs = [x for x in range(right + 6) for y in range(400) if img.getpixel((x, y)) == _COLORS[0]]
     assert right - 4 <= max(xs) <= right + 4 and min(xs) <= 60 + 4
+
+
+def test_faint_lines_are_drawn_pale_in_their_series_colour(tmp_path):
+    from macrl_hub.plot import _LEGEND_W, _faint
+    seeds = {'b': [[(0.0, 0.5), (1.0, 0.5)], [(0.0, 1.5), (1.0, 1.5)]]}  # below and above b, inside the axes
+    img = Image.open(line_plot({'a': [(0, 0), (1, 2)], 'b': [(0, 1), (1, 1)]}, tmp_path / 'f.png',
+                               faint=seeds)).convert('RGB')
+    axes = _colors_in(img.crop((62, 30, 700 - _LEGEND_W - 2, 400 - 42)))  # inside the axes: no text there
+    assert _faint(_COLORS[1]) in axes and _faint(_COLORS[0]) not in axes
+    with pytest.raises(ValueError, match="not plotted: \\['c'\\]"):
+        line_plot({'a': [(0, 1), (1, 1)]}, tmp_path / 'g.png', faint={'c': [[(0, 1), (1, 2)]]})
