@@ -40,11 +40,11 @@ PAPER_ARCH = {'cifar10': 'macrl_vit_medium_p4_cifar', 'cifar100': 'macrl_vit_med
               'imagewoof': 'macrl_vit_medium_d4_p16_224'}
 PAPER_DATASETS = {'cifar10': 'CIFAR-10', 'cifar100': 'CIFAR-100', 'tinyimagenet': 'Tiny-ImageNet',
                   'imagenette': 'Imagenette', 'imagewoof': 'Imagewoof'}
-_TABLES = {'cifar10': ('Table 1', 'Table 2'), 'cifar100': ('Table 1', 'Table 2')}
+_CIFAR = {'cifar10', 'cifar100'}  # Tables 1-2; the ImageNet subsets are in Tables 3-4
 
 PAPER_RESULTS: Dict[str, Dict[str, Dict[str, PaperResult]]] = {
     # dataset -> 'linear' | 'finetune' -> method -> PaperResult
-    ds: {protocol: {m: PaperResult(m, top1[m][i], (_CIFAR_EPOCHS if ds in _TABLES else _SUBSET_EPOCHS)[m][i])
+    ds: {protocol: {m: PaperResult(m, top1[m][i], (_CIFAR_EPOCHS if ds in _CIFAR else _SUBSET_EPOCHS)[m][i])
                     for m in top1}
          for i, protocol in enumerate(('finetune', 'linear'))}
     for ds, top1 in _TOP1.items()}
@@ -57,4 +57,4 @@ def paper_results(dataset: str) -> Optional[Dict[str, Dict[str, PaperResult]]]:
 
 def paper_tables(dataset: str) -> str:
     """Which tables of the paper hold the dataset's numbers: 'Tables 1-2' or 'Tables 3-4'."""
-    return 'Tables 1-2' if dataset in _TABLES else 'Tables 3-4'
+    return 'Tables 1-2' if dataset in _CIFAR else 'Tables 3-4'
