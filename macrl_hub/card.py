@@ -3,15 +3,18 @@ the checkpoint, the eval JSON lines and the training log. Nothing on a card is t
 import platform
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ['write_model_card', 'train_command', 'hardware', 'public_data_arg']
+__all__ = ['write_model_card', 'train_command', 'hardware', 'public_data_arg', 'METRIC_NAMES', 'metric_name',
+           'parse_metric_name']
 
 _DATASETS = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'tinyimagenet': 'zh-plus/tiny-imagenet',
              'imagenette': 'frgfm/imagenette', 'imagewoof': 'frgfm/imagewoof'}
-_METRICS = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
-            'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1',
-            'classify_top1': 'top-1 of this classifier as shipped'}
+#: eval-JSON key -> the metric's name on a card (its model-index `name`); `parse_metric_name` reads one back
+METRIC_NAMES = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
+                'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1',
+                'classify_top1': 'top-1 of this classifier as shipped'}
+_KEYS = {name: key for key, name in METRIC_NAMES.items()}
 CITATION = '''@article{yao2022macrl,
   title={Masked Contrastive Representation Learning},
   author={Yao, Yuchong and Desai, Nandakishor and Palaniswami, Marimuthu},
@@ -20,11 +23,19 @@ CITATION = '''@article{yao2022macrl,
 }'''
 
 
-def _label(key: str, ev: Dict[str, Any]) -> str:
+def metric_name(key: str, ev: Dict[str, Any]) -> str:
     """The metric's name on the card; a fine-tune says how long it ran (a short CPU fine-tune is not the paper's)."""
     if key == 'finetune_top1' and ev.get('finetune_epochs'):
-        return f'{_METRICS[key]} ({ev["finetune_epochs"]} epochs)'
-    return _METRICS[key]
+        return f'{METRIC_NAMES[key]} ({ev["finetune_epochs"]} epochs)'
+    return METRIC_NAMES[key]
+
+
+def parse_metric_name(name: str) -> Optional[Tuple[str, Optional[int]]]:
+    """A card's metric name back to (eval-JSON key, fine-tune epochs or None), the inverse of `metric_name`:
+    'fine-tune top-1 (4 epochs)' -> ('finetune_top1', 4); a name that is not ours -> None."""
+    m = re.fullmatch(r'(.+?)(?: \((\d+) epochs\))?', name)
+    key = _KEYS.get(m.group(1))
+    return None if key is None else (key, int(m.group(2)) if m.group(2) else None)
 
 
 def public_data_arg(command: str) -> str:
@@ -74,11 +85,11 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     dataset = _DATASETS.get(dataset_key, dataset_key)
     results = []
     for ev in evals:
-        for key in _METRICS:
+        for key in METRIC_NAMES:
             if key in ev:
                 results.append(EvalResult(
                     task_type='image-classification', dataset_type=dataset, dataset_name=dataset_key.upper(),
-                    dataset_split='test', metric_type='accuracy', metric_name=_label(key, ev),
+                    dataset_split='test', metric_type='accuracy', metric_name=metric_name(key, ev),
                     metric_value=round(ev[key], 2)))
     data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'), datasets=[dataset],
@@ -141,10 +152,10 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     if evals:
         lines += ['| metric | value | data | command |', '|---|---|---|---|']
         for ev in evals:
-            for key in _METRICS:
+            for key in METRIC_NAMES:
                 if key in ev:
                     used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
-                    lines.append(f'| {_label(key, ev)} | {ev[key]:.2f}% | {used} images | `{public_data_arg(ev.get("command", ""))}` |')
+                    lines.append(f'| {metric_name(key, ev)} | {ev[key]:.2f}% | {used} images | `{public_data_arg(ev.get("command", ""))}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

@@ -16,16 +16,15 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .card import METRIC_NAMES, parse_metric_name
+
 __all__ = ['card_row', 'results_rows', 'render_csv', 'render_markdown', 'FIELDS']
 
 ROOT = Path(__file__).resolve().parent.parent
-#: column -> model-index metric name on the cards
-METRICS = {'knn_top1_k20': 'kNN top-1 (k=20)', 'knn_top1_k200': 'kNN top-1 (k=200)',
-           'linear_top1': 'linear probe top-1', 'finetune_top1': 'fine-tune top-1',
-           'shipped_top1': 'top-1 of this classifier as shipped'}
+#: the CSV column of each card metric (card.METRIC_NAMES: eval-JSON key -> name on the card), in card order
+COLUMNS = {key: {'classify_top1': 'shipped_top1'}.get(key, key) for key in METRIC_NAMES}
 FIELDS = ['model', 'dataset', 'img_size', 'param_count_m', 'gflops', 'knn_top1_k20', 'knn_top1_k200', 'linear_top1',
           'finetune_top1', 'finetune_epochs', 'shipped_top1', 'pretrain_hardware', 'pretrain_min', 'pretrain_epochs']
-_COLUMNS = {name: col for col, name in METRICS.items()}
 
 
 def _training_fact(text: str, pattern: str) -> Optional[str]:
@@ -56,14 +55,13 @@ def card_row(folder: Path) -> Dict[str, object]:
         model=folder.name, dataset=dataset, img_size=size[-1],
         param_count_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         gflops=round(fc.get_total_flops() / 1e9, 2))
-    row.update({col: '' for col in METRICS}, finetune_epochs='')
+    row.update({col: '' for col in COLUMNS.values()}, finetune_epochs='')
     for name, value in metrics.items():  # a fine-tune's name carries its length: 'fine-tune top-1 (4 epochs)'
-        m = re.fullmatch(r'(.+?)(?: \((\d+) epochs\))?', name)
-        col = _COLUMNS.get(m.group(1))
-        if col:
-            row[col] = value
-            if col == 'finetune_top1' and m.group(2):
-                row['finetune_epochs'] = int(m.group(2))
+        parsed = parse_metric_name(name)
+        if parsed:
+            row[COLUMNS[parsed[0]]] = value
+            if parsed[1]:
+                row['finetune_epochs'] = parsed[1]
     row['pretrain_hardware'] = _training_fact(text, r'\n- Hardware: ([^(\n]+)') or ''
     row['pretrain_min'] = _training_fact(text, r'([\d.]+) min wall time') or ''
     row['pretrain_epochs'] = _training_fact(text, r'steps = ([\d.]+) ') or ''
@@ -95,7 +93,7 @@ def render_markdown(rows: List[Dict[str, object]]) -> str:
                if r['pretrain_min'] else '')
         cells = [f'[{r["model"]}](../model_cards/{r["model"]}/README.md)', r['param_count_m'], r['gflops'],
                  *(f'{r[k]} ({r["finetune_epochs"]} epochs)' if k == 'finetune_top1' and r['finetune_epochs']
-                   else r[k] for k in METRICS), pre]
+                   else r[k] for k in COLUMNS.values()), pre]
         lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 

@@ -57,3 +57,14 @@ def test_a_fine_tune_on_a_card_reaches_results_with_its_epochs(tmp_path):
     row = card_row(tmp_path / name)
     assert row['finetune_top1'] == 62.81 and row['finetune_epochs'] == 5 and row['linear_top1'] == 50.0
     assert '| 62.81 (5 epochs) |' in render_markdown([row])
+
+
+def test_every_metric_a_card_writes_is_read_back_into_its_column():
+    """card.metric_name writes the names, results parses them back: one table (card.METRIC_NAMES) for both."""
+    from macrl_hub.card import METRIC_NAMES, metric_name, parse_metric_name
+    from macrl_hub.results import COLUMNS, FIELDS
+    for key in METRIC_NAMES:
+        assert parse_metric_name(metric_name(key, {})) == (key, None)
+        assert COLUMNS[key] in FIELDS
+    assert parse_metric_name(metric_name('finetune_top1', {'finetune_epochs': 12})) == ('finetune_top1', 12)
+    assert parse_metric_name('accuracy') is None and parse_metric_name('kNN top-1 (k=50)') is None
