@@ -14,6 +14,9 @@ Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
 """
 import argparse
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -24,13 +27,44 @@ from .weights import load_checkpoint, load_safetensors, save_safetensors
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
 
-# a stock timm architecture of the same family; every argument is overridden by model_args anyway
-_STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224', 512: 'vit_medium_patch16_gap_256'}
+# a stock timm ViT for each MACRL width, one that registers only what model_args overrides (patch, width, depth,
+# heads), verified on export by `_check_rebuilds`. Not timm's ViT-Medium for 512-d: its LayerScale cannot be turned
+# off from config.json (timm.create_model drops None-valued kwargs), so the plain ViT-Base stands in for it
+_STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224'}
+
+
+def _geometry(model) -> Dict[str, Any]:
+    """The VisionTransformer keywords a card describes, read off a built model (for a stock timm arch, whose
+    checkpoint's model_args hold only what the user changed)."""
+    return dict(img_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
+                embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=model.blocks[0].attn.num_heads,
+                global_pool=model.global_pool)
+
+
+def _check_rebuilds(config: Dict[str, Any], model) -> None:
+    """What plain timm builds from `config` (architecture + model_args, no macrl_hub) holds exactly `model`'s
+    tensors; else ValueError naming the difference (before anything is written)."""
+    import timm
+    with torch.device('meta'):
+        stock = timm.create_model(config['architecture'], pretrained=False, num_classes=config['num_classes'],
+                                  **config['model_args'])
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in stock.state_dict().items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:6]
+        raise ValueError(f'config.json would not rebuild this model in plain timm: {config["architecture"]} with '
+                         f'{config["model_args"]} differs in {diff}')
 
 
 def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) -> Dict[str, Any]:
-    """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load)."""
-    args = dict(architecture_args(arch), **model_args) if arch in MACRL_ARCHS else dict(model_args)
+    """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load): for a MACRL
+    arch a stock ViT of its width with every argument given; a stock timm arch (`macrl train --model vit_*`) is
+    named as itself. Checked by building it: ValueError if plain timm would build something else."""
+    if arch in MACRL_ARCHS:
+        stock = _STOCK.get(architecture_args(arch)['embed_dim'], 'vit_base_patch16_224')
+        args = {**architecture_args(arch), **model_args}
+    else:
+        stock, args = arch, dict(_geometry(model), **model_args)
     num_classes = model.num_classes
     args.pop('num_classes', None)
     cfg = {k: v for k, v in model.pretrained_cfg.items()
@@ -38,15 +72,17 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
            and v is not None}
     cfg['num_classes'] = num_classes
     cfg['tag'] = tag
-    return {
-        'architecture': _STOCK.get(args.get('embed_dim'), 'vit_base_patch16_224'),
+    config = {
+        'architecture': stock,
         'num_classes': num_classes,
         'num_features': model.num_features,
-        'global_pool': args.get('global_pool', 'avg'),
+        'global_pool': model.global_pool,
         'model_args': args,
         'pretrained_cfg': json.loads(json.dumps(cfg, default=list)),
         'macrl_architecture': arch,
     }
+    _check_rebuilds(config, model)
+    return config
 
 
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
@@ -105,19 +141,30 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                          f'unexpected keys {unexpected[:8]}')
     if label_names:
         model.pretrained_cfg['label_names'] = label_names
-    config = write_model_files(model, folder, arch, model_args, tag, torch.float16 if fp16 else torch.float32)
-    if full:
-        save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
-                         folder / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
     log = Path(checkpoint).parent / 'log.jsonl'
     from .train import read_log
     records = read_log(log) if log.is_file() else []
-    if records:
-        from .plot import plot_training_curve
-        plot_training_curve(records, folder / 'training_curve.png', title=name)
-    from .card import write_model_card
-    write_model_card(folder, name, config, ck, evals, records)
+    # every file is written into a staging folder beside the target and moved in only when all are written: an
+    # export that fails half-way (a bad eval JSON, a model plain timm would not rebuild) leaves no partial folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{name}.', suffix='.partial'))
+    try:
+        config = write_model_files(model, staging, arch, model_args, tag, torch.float16 if fp16 else torch.float32)
+        if full:
+            save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
+                             staging / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})
+        if records:
+            from .plot import plot_training_curve
+            plot_training_curve(records, staging / 'training_curve.png', title=name)
+        from .card import write_model_card
+        write_model_card(staging, name, config, ck, evals, records)
+        folder.mkdir(exist_ok=True)
+        for f in EXPORT_FILES:
+            if (staging / f).is_file():
+                os.replace(staging / f, folder / f)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -225,3 +225,54 @@ def test_model_source_of_every_spec_rebuilds_the_architecture(exported, tmp_path
     for arch, args in specs:
         got = timm.create_model(arch, num_classes=0, **{k: v for k, v in args.items() if k != 'num_classes'})
         assert {k: v.shape for k, v in got.state_dict().items()} == want, arch
+
+
+@pytest.mark.parametrize('arch,model_args', [
+    *[(a, {'depth': 1}) for a in sorted(__import__('macrl_hub.models', fromlist=['MACRL_ARCHS']).MACRL_ARCHS)],
+    ('vit_tiny_patch16_224', {'img_size': 32, 'patch_size': 4, 'depth': 1}),  # `macrl train --model vit_*`
+])
+def test_every_architecture_exports_a_folder_plain_timm_loads(arch, model_args, tmp_path):
+    """config.json names a stock timm ViT that rebuilds the encoder exactly (512-d: not timm's ViT-Medium, whose
+    LayerScale config.json cannot turn off); plain timm's `local-dir:` then loads the weights, strict."""
+    from macrl_hub.export import write_model_files
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=0, **model_args).eval()
+    folder = tmp_path / f'{arch}.x'
+    config = write_model_files(model, folder, arch, model_args, 'x')
+    assert not config['architecture'].startswith('macrl')
+    loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    x = torch.randn(2, 3, model.patch_embed.img_size[0], model.patch_embed.img_size[1])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypatch):
+    """A run of `macrl train --model vit_tiny_patch16_224 --model-args ...` exports under its own (stock) name, its
+    card describing the trained geometry; and a failed export leaves nothing half-written behind."""
+    from macrl_hub import MACRL
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.train import _save
+    cfg = TrainConfig(model='vit_tiny_patch16_224', model_args='{"img_size": 32, "patch_size": 4, "depth": 1}',
+                      bank_size=64, proj_hidden_dim=32)
+    enc = timm.create_model(cfg.model, num_classes=0, **cfg.encoder_kwargs())
+    model = MACRL(enc, **cfg.macrl_kwargs())
+    _save(tmp_path / 'checkpoint.pth', model, torch.optim.AdamW(model.parameters()),
+          torch.amp.GradScaler('cpu', enabled=False), cfg, 1, 1.0, 'fp32')
+    folder = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.mine', str(tmp_path / 'cards'))
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['architecture'] == 'vit_tiny_patch16_224' and config['model_args']['patch_size'] == 4
+    assert '192-d, 1 layers, 3 heads, patch 4, 32x32 input' in (folder / 'README.md').read_text()
+    loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.encoder.eval()(x))
+    with pytest.raises(FileNotFoundError):  # an eval JSON that is not there: nothing written
+        export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.other', str(tmp_path / 'cards'),
+               [str(tmp_path / 'missing.json')])
+
+    def card_fails(*args, **kwargs):  # a failure after the weights and config.json are written
+        raise RuntimeError('disk full')
+    monkeypatch.setattr('macrl_hub.card.write_model_card', card_fails)
+    with pytest.raises(RuntimeError, match='disk full'):
+        export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.other', str(tmp_path / 'cards'))
+    assert sorted(p.name for p in (tmp_path / 'cards').iterdir()) == ['vit_tiny_patch16_224.mine']
