@@ -39,13 +39,20 @@ def _download_one(name: str, to: Path) -> Path:
     to.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=to, prefix=f'.{name}.', suffix='.partial'))  # same filesystem: os.replace
     try:
-        for f in MODEL_FILES:
+        def fetch(f: str, force: bool = False) -> None:
             try:
-                hf_hub_download(repo_id=repo_id, filename=f, local_dir=staging, endpoint=hub_endpoint())
+                hf_hub_download(repo_id=repo_id, filename=f, local_dir=staging, endpoint=hub_endpoint(),
+                                force_download=force)
             except Exception as e:  # 404, auth, connection lost: name the file and the repo
                 raise PretrainedWeightsError(
                     f'cannot download {f} of {name!r} from {hub_endpoint()}/{repo_id}: {_first_line(e)}') from e
-        check_sha256(staging / WEIGHTS_FILE, name)
+        for f in MODEL_FILES:
+            fetch(f)
+        if sha256_file(staging / WEIGHTS_FILE) != PUBLISHED[name]:  # a corrupt copy (a cache's): the Hub's, once
+            fetch(WEIGHTS_FILE, force=True)
+        check_sha256(staging / WEIGHTS_FILE, name,
+                     fix=f'{hub_endpoint()}/{repo_id} serves other weights than the published ones (nothing was '
+                         f'written to {folder}).')
         folder.mkdir(exist_ok=True)
         for f in MODEL_FILES:
             os.replace(staging / f, folder / f)

@@ -178,7 +178,7 @@ def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
         raise ValueError(f'unknown pretrained tag {cfg!r} for {variant}; available: {published}, '
                          f'planned (no weights yet): {[t for t in tags if t not in published]}')
     name = published_name(f'{variant}.{cfg}' if cfg else variant)
-    overlay['state_dict'] = load_safetensors(resolve_weights(name))
+    overlay['state_dict'] = load_safetensors(resolve_weights(name, cache_dir=kwargs.get('cache_dir')))
     kwargs['pretrained_cfg_overlay'] = overlay
 
 
@@ -193,6 +193,10 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     )
     vit = model.model if hasattr(model, 'model') else model  # features_only: timm's FeatureGetterNet(model)
     vit.patch_embed.register_forward_pre_hook(check_input)
+    for m in (model, vit):  # the weights were handed over in the cfg: loaded now, so not kept (a second copy of
+        for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
+            if isinstance(cfg, dict):
+                cfg.pop('state_dict', None)
     return model
 
 

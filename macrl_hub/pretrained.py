@@ -126,13 +126,16 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_sha256(path: Path, name: str) -> Path:
-    """`path`, if its sha256 is the one published for `name`; else PretrainedWeightsError naming both hashes."""
+def check_sha256(path: Path, name: str, fix: str = '') -> Path:
+    """`path`, if its sha256 is the one published for `name`; else PretrainedWeightsError naming both hashes and
+    the file to delete (for a Hugging Face cache entry, the blob its snapshot link points to), or `fix`."""
     expected, actual = PUBLISHED[name], sha256_file(path)
     if actual != expected:
+        real = Path(path).resolve()
+        where = f'{path} (a link to {real})' if real != Path(path).absolute() else str(path)
         raise PretrainedWeightsError(
-            f'checksum mismatch for {path}: expected sha256 {expected}, got {actual}. '
-            f'The file is corrupt or not the published {name!r}; delete it and retry.')
+            f'checksum mismatch for {where}: expected sha256 {expected}, got {actual}. The file is corrupt or not '
+            f'the published {name!r}; ' + (fix or f'delete {real} and retry.'))
     return path
 
 
@@ -184,11 +187,13 @@ def not_found_message(name: str, tried: List[str], offline: Optional[str]) -> st
     ])
 
 
-def resolve_weights(name: str) -> Path:
+def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
     """Path of the verified `model.safetensors` for `arch.tag`: weights folder, checkout, then the Hub.
 
     Offline (`HF_HUB_OFFLINE`, or the Hub unreachable within `HUB_TIMEOUT_S`) only the Hugging Face cache is
     tried after the local folders, so a missing file fails in seconds, with a message naming every place looked in.
+    A cached copy that fails its sha256 is fetched again once when the Hub answers. `cache_dir`: the Hugging Face
+    cache to use (timm.create_model's `cache_dir`; default HF_HUB_CACHE).
     """
     name = published_name(name)
     tried = []
@@ -201,7 +206,7 @@ def resolve_weights(name: str) -> Path:
     offline = hub_unreachable(repo_id)
     try:
         path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),
-                                    local_files_only=offline is not None))
+                                    cache_dir=cache_dir, local_files_only=offline is not None))
     except Exception as e:  # offline and not cached, 404, auth: say where we looked, keep the cause
         url = f'{hub_endpoint()}/{repo_id}/resolve/main/{WEIGHTS_FILE}'
         if offline:
@@ -210,4 +215,7 @@ def resolve_weights(name: str) -> Path:
         else:
             tried.append(f'the Hugging Face Hub: {url} ({_first_line(e)})')
         raise PretrainedWeightsError(not_found_message(name, tried, offline)) from e
+    if offline is None and sha256_file(path) != PUBLISHED[name]:  # a corrupt cached copy: the Hub's again, once
+        path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),
+                                    cache_dir=cache_dir, force_download=True))
     return check_sha256(path, name)

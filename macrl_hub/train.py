@@ -68,9 +68,16 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
 def build_macrl(cfg: TrainConfig) -> MACRL:
     import timm
     from . import models  # noqa: F401  (registers macrl_vit_*)
+    extra = cfg.encoder_kwargs()
+    if 'num_classes' in extra:
+        raise ValueError('--model-args sets num_classes: the pretrained encoder has no head (num_classes=0); '
+                         'drop it from --model-args')
+    if cfg.drop_path and extra.get('drop_path_rate', cfg.drop_path) != cfg.drop_path:
+        raise ValueError(f'--drop-path {cfg.drop_path} and --model-args drop_path_rate '
+                         f'{extra["drop_path_rate"]} disagree; give one of them')
+    extra = {'drop_path_rate': cfg.drop_path, **extra}  # --model-args '{"drop_path_rate": ...}' works as well
     try:
-        encoder = timm.create_model(cfg.model, pretrained=False, num_classes=0, drop_path_rate=cfg.drop_path,
-                                    **cfg.encoder_kwargs())
+        encoder = timm.create_model(cfg.model, pretrained=False, num_classes=0, **extra)
     except RuntimeError as e:
         if 'Unknown model' in str(e):
             raise ValueError(f'unknown model {cfg.model!r}; e.g. {timm.list_models("macrl_*")}') from None

@@ -94,3 +94,22 @@ def test_download_offline_fails_at_once(hub, tmp_path, monkeypatch, capsys):
     assert cli(['download', NAME, '--to', str(tmp_path / 'w')]) == 1
     assert re.search('cannot be reached .HF_HUB_OFFLINE is set.*HF_ENDPOINT', capsys.readouterr().err, re.S)
     assert server.requests == [] and not (tmp_path / 'w').exists()
+
+
+def test_a_corrupt_cached_copy_is_fetched_again_and_cache_dir_is_used(hub, tmp_path, monkeypatch):
+    """A Hugging Face cache blob that fails its sha256 is fetched again (deleting the snapshot link the error used
+    to name could not fix it: the link came back to the same blob); offline, the error names the blob itself."""
+    from macrl_hub.pretrained import sha256_file
+    path = resolve_weights(NAME)
+    assert path.is_relative_to(tmp_path / 'hf') and path.read_bytes() == DATA
+    assert resolve_weights(NAME, cache_dir=tmp_path / 'mine').is_relative_to(tmp_path / 'mine')
+    path.resolve().write_bytes(b'corrupt')
+    assert resolve_weights(NAME).read_bytes() == DATA  # the resolver's copy, fetched again
+    path.resolve().write_bytes(b'corrupt')
+    folder = download([NAME], tmp_path / 'weights')[0]  # `macrl download` too
+    assert sha256_file(folder / 'model.safetensors') == pretrained.PUBLISHED[NAME]
+    path.resolve().write_bytes(b'corrupt')
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(PretrainedWeightsError, match=f'delete {re.escape(str(path.resolve()))} and retry'):
+        resolve_weights(NAME)

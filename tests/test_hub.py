@@ -130,6 +130,12 @@ def test_local_first_and_corrupt_files(exported, tmp_path, monkeypatch):
     monkeypatch.setitem(pretrained.PUBLISHED, NAME, sha256_file(folder / 'model.safetensors'))
     m = timm.create_model(NAME, pretrained=True)
     assert torch.equal(m.pos_embed, model.encoder.pos_embed)
+    assert 'state_dict' not in m.pretrained_cfg  # handed to timm in the cfg, not kept: no second copy of the weights
+    asked = []
+    monkeypatch.setattr('macrl_hub.models.resolve_weights', lambda n, cache_dir=None: asked.append(cache_dir) or
+                        pretrained.resolve_weights(n, cache_dir))
+    timm.create_model(NAME, pretrained=True, cache_dir=str(tmp_path / 'hf_cache'))  # timm's own keyword, passed on
+    assert asked == [str(tmp_path / 'hf_cache')]
     # pretrained_cfg_overlay with a file keeps working as in timm (and wins)
     m2 = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
     assert torch.equal(m2.pos_embed, model.encoder.pos_embed)

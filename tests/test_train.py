@@ -219,3 +219,17 @@ def test_online_knn_at_fractions_of_an_epoch_and_at_the_end(small_folder, tmp_pa
     assert [r['step'] for r in rows] == want
     assert all(0 <= r['monitor_s'] <= r['time'] for r in rows)
     assert [r['monitor_s'] for r in rows] == sorted(r['monitor_s'] for r in rows)
+
+
+def test_drop_path_from_either_flag_and_a_conflict_named():
+    """--model-args '{"drop_path_rate": 0.1}' (timm's own keyword) works like --drop-path 0.1 (it used to fail with
+    'got multiple values for keyword argument'); the two disagreeing is an error naming both."""
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.train import build_macrl
+    for cfg in (TrainConfig(model_args='{"depth": 2, "drop_path_rate": 0.1}', bank_size=64),
+                TrainConfig(model_args='{"depth": 2}', drop_path=0.1, bank_size=64)):
+        assert build_macrl(cfg).encoder.blocks[1].drop_path1.drop_prob == pytest.approx(0.1)
+    with pytest.raises(ValueError, match='--drop-path 0.2 and --model-args drop_path_rate 0.1 disagree'):
+        build_macrl(TrainConfig(model_args='{"depth": 2, "drop_path_rate": 0.1}', drop_path=0.2))
+    with pytest.raises(ValueError, match='sets num_classes'):
+        build_macrl(TrainConfig(model_args='{"depth": 2, "num_classes": 10}'))
