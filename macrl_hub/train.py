@@ -281,7 +281,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         _check_resume_compatible(ck, cfg)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])
-        if 'scaler' in ck:
+        if ck.get('scaler'):  # {} from a disabled scaler (a bf16/fp32 run): a run resumed in fp16 starts a fresh one
             scaler.load_state_dict(ck['scaler'])
         step, seen_time = int(ck['step']), float(ck.get('train_time', 0.0))
     warmup_steps = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)  # short runs: half at most
@@ -326,6 +326,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     t_seg, imgs_seg = time.time(), 0
     last: Dict[str, float] = {}
     perm, perm_epoch = None, -1
+    drop_path = any(getattr(m, 'drop_prob', 0.0) > 0 for m in model.modules())  # timm's DropPath
     model.train()
     while step < max_steps:
         epoch, pos = divmod(step, steps_per_epoch)
@@ -333,9 +334,12 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             perm, perm_epoch = epoch_permutation(n, cfg.seed, epoch), epoch
         idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(data.images.device)
         g = _step_generator(cfg.seed, step, device)
+        if drop_path:  # stochastic depth draws from the global RNG: seeded per (seed, step, rank), resume stays exact
+            torch.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + rank()) % (2 ** 63))
         batch = data.images[idx].to(device, non_blocking=True)
         x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice
         noise = torch.rand(2, cfg.batch_size, model.num_patches, device=device, generator=g)  # masks, global
+        noise = noise if model.views == 'both' else noise[:1]  # views='asymmetric': only x1 is masked
         cur_lr = lr_at(step, total_steps, warmup_steps, lr, cfg.min_lr)
         for group in opt.param_groups:
             group['lr'] = cur_lr
@@ -348,7 +352,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             with ctx:
                 with autocast(device, precision):
                     losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro],
-                                       mask_noise=noise[:, lo:lo + micro].reshape(2 * micro, -1))
+                                       mask_noise=noise[:, lo:lo + micro].reshape(len(noise) * micro, -1))
                 scaler.scale(losses['loss'] / cfg.accum_steps).backward()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + _global_mean(v.detach()) / cfg.accum_steps

@@ -55,10 +55,14 @@ def test_train_writes_checkpoint_and_log(small_folder, tmp_path):
     assert recs[-1]['event'] == 'end'
 
 
-def test_resume_is_exact(small_folder, tmp_path):
-    train(_cfg(small_folder, tmp_path / 'a', max_steps=8))
-    train(_cfg(small_folder, tmp_path / 'b', max_steps=5))
-    train(_cfg(small_folder, tmp_path / 'b', max_steps=3, resume='auto'))
+@pytest.mark.parametrize('extra', [{}, {'views': 'asymmetric'}, {'drop_path': 0.2}], ids=['default', 'asymmetric',
+                                                                                       'drop_path'])
+def test_resume_is_exact(small_folder, tmp_path, extra):
+    """Also with views='asymmetric' (one masked view: its mask noise is (B, N), not (2B, N)) and with stochastic
+    depth (drawn from the global RNG, which the trainer seeds per step)."""
+    train(_cfg(small_folder, tmp_path / 'a', max_steps=8, **extra))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=5, **extra))
+    train(_cfg(small_folder, tmp_path / 'b', max_steps=3, resume='auto', **extra))
     a = torch.load(tmp_path / 'a' / 'checkpoint.pth', weights_only=True)
     b = torch.load(tmp_path / 'b' / 'checkpoint.pth', weights_only=True)
     assert a['step'] == b['step'] == 8  # crosses an epoch boundary (6 steps/epoch)
@@ -233,3 +237,10 @@ def test_drop_path_from_either_flag_and_a_conflict_named():
         build_macrl(TrainConfig(model_args='{"depth": 2, "drop_path_rate": 0.1}', drop_path=0.2))
     with pytest.raises(ValueError, match='sets num_classes'):
         build_macrl(TrainConfig(model_args='{"depth": 2, "num_classes": 10}'))
+
+
+def test_a_bf16_or_fp32_run_resumes_in_fp16(small_folder, tmp_path):
+    """precision may change on resume; a disabled scaler saves {}, which an fp16 run's scaler must not load."""
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=1))
+    res = train(_cfg(small_folder, tmp_path / 'run', max_steps=1, resume='auto', precision='fp16'))
+    assert res['step'] == 2
