@@ -38,7 +38,8 @@ __all__ = ['PROTOCOLS', 'build_parser', 'load_encoder', 'model_source', 'save_mo
 
 
 def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
-    """A timm encoder from a model name[.tag], a `macrl train` checkpoint or a model folder."""
+    """A timm encoder from a model name[.tag], a `macrl train` checkpoint or a model folder; `pretrained=False`: the
+    same architecture with a random init (the chance-level reference), whichever the spec."""
     import timm
     from . import models  # noqa: F401  (registers macrl_vit_*)
     from .models import checkpoint_filter_fn
@@ -47,12 +48,14 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
     if path.is_dir():
         if not (path / 'config.json').is_file():
             raise ValueError(f'model folder {path} has no config.json (expected model.safetensors + config.json)')
-        return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True, **kw)
+        return timm.create_model(f'local-dir:{path.resolve()}', pretrained=pretrained, **kw)
     if path.is_file() and path.suffix in ('.pth', '.pt', '.ckpt'):
         ck = load_checkpoint(path)
         if not isinstance(ck, dict) or 'arch' not in ck or 'model' not in ck:
             raise ValueError(f'{path} is not a `macrl train` checkpoint (no "arch"/"model" keys)')
         model = timm.create_model(ck['arch'], pretrained=False, **dict(ck.get('model_args') or {}, **kw))
+        if not pretrained:  # --random-init: the checkpoint's architecture, not its weights
+            return model
         sd = checkpoint_filter_fn(ck['model'], model)
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not k.startswith('head.')]

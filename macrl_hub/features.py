@@ -12,10 +12,15 @@ __all__ = ['extract_features', 'data_config']
 
 
 def data_config(model: nn.Module):
-    """(size, mean, std) the encoder expects, from its pretrained_cfg (timm's resolve_data_config)."""
+    """(size, mean, std) the encoder expects, from its pretrained_cfg (timm's resolve_data_config); the size of a
+    fixed-size ViT from its patch embedding, which an `img_size=` override changes and the cfg does not."""
     from timm.data import resolve_data_config
     cfg = resolve_data_config({}, model=model)
-    return cfg['input_size'][-1], cfg['mean'], cfg['std']
+    size = cfg['input_size'][-1]
+    pe = getattr(model, 'patch_embed', None)
+    if pe is not None and getattr(pe, 'img_size', None) and not getattr(pe, 'dynamic_img_size', False):
+        size = pe.img_size[-1]
+    return size, cfg['mean'], cfg['std']
 
 
 @torch.no_grad()

@@ -23,6 +23,18 @@ def test_load_encoder_from_checkpoint(trained_ckpt):
     assert len(enc.blocks) == 2
 
 
+def test_random_init_is_random_whichever_the_spec(trained_ckpt, tmp_path):
+    """`--random-init` (pretrained=False) with a checkpoint or a model folder: that architecture, untrained weights
+    (it used to load the trained ones and record them as the chance-level reference)."""
+    from macrl_hub.evaluate import save_model_folder
+    folder = save_model_folder(load_encoder(str(trained_ckpt)), str(trained_ckpt), str(tmp_path / 'folder'), 'x')
+    key = 'blocks.0.attn.qkv.weight'
+    for spec in (str(trained_ckpt), str(folder)):
+        trained, rand = load_encoder(spec).state_dict(), load_encoder(spec, pretrained=False).state_dict()
+        assert trained.keys() == rand.keys() and len(load_encoder(spec, pretrained=False).blocks) == 2, spec
+        assert not torch.equal(trained[key], rand[key]), spec
+
+
 def test_eval_cli_prints_one_json_line(trained_ckpt, small_folder, capsys, tmp_path):
     knn = eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '5', '20',
                      '--json-out', str(tmp_path / 'knn.json')])
@@ -156,3 +168,15 @@ def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckp
     assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (200, 0.01, 1e-4)
     eval_main(['finetune', *base])
     assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (100, 0.05, 1.5e-3)
+
+
+def test_features_follow_an_img_size_override():
+    """`--model-args '{"img_size": 48}'`: features are taken at 48 px (the cfg still says 32; eval used to feed 32 and
+    fail on the model's input check)."""
+    import timm
+    from macrl_hub.features import data_config, extract_features
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, img_size=48)
+    assert data_config(model)[0] == 48
+    feats = extract_features(model, torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), progress=False,
+                             precision='fp32')
+    assert feats.shape == (4, 192)
