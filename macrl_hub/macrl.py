@@ -70,6 +70,18 @@ class _KeyBranch(nn.Module):
         return self.projector(self.encoder.forward_head(self.encoder.forward_features(x), pre_logits=True))
 
 
+def _without_dropout(module: nn.Module) -> nn.Module:
+    """The momentum branch as a fixed target: stochastic depth and dropout off (the encoder's `drop_path_rate` is
+    for the main branch; the paper wants the momentum branch lower-variance than the main one, as DINO's and iBOT's
+    teachers have no drop path)."""
+    for m in module.modules():
+        if hasattr(m, 'drop_prob'):  # timm's DropPath
+            m.drop_prob = 0.0
+        elif isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return module
+
+
 class MACRL(nn.Module):
     def __init__(
             self,
@@ -139,7 +151,7 @@ class MACRL(nn.Module):
         self.projector = self.momentum_encoder = self.momentum_projector = self.bank = None
         if objective in ('macrl', 'moco'):
             self.projector = Projector(dim, proj_hidden_dim, proj_dim)
-            self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
+            self.momentum_encoder = _without_dropout(copy.deepcopy(encoder).requires_grad_(False))
             self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
             self.bank = MemoryBank(bank_size, proj_dim)
         self.config = dict(

@@ -223,10 +223,12 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         raise ValueError(f'--batch-size {cfg.batch_size} must be divisible by world size x accum steps '
                          f'= {ws} x {cfg.accum_steps}')
     micro = cfg.batch_size // (ws * cfg.accum_steps)  # per rank, per micro-step
-    keys_per_enqueue = 2 * micro * ws  # k1 and k2 of every rank, per micro-step
+    views = 2 if cfg.views == 'both' else 1  # asymmetric: only k2 is enqueued
+    keys_per_enqueue = views * micro * ws  # the keys of every rank, per micro-step
     if cfg.objective != 'mae' and 0 < cfg.bank_size < keys_per_enqueue:
         raise ValueError(f'--bank-size {cfg.bank_size} is smaller than the {keys_per_enqueue} keys enqueued per '
-                         f'micro-step (2 views x {micro} x {ws} ranks); use 0 (no bank) or >= {keys_per_enqueue}')
+                         f'micro-step ({views} view{"s" if views > 1 else ""} x {micro} x {ws} ranks); use 0 (no '
+                         f'bank) or >= {keys_per_enqueue}')
 
     if cfg.fit_budget and not cfg.total_steps and not math.isfinite(budget):
         raise ValueError('--fit-budget sizes the schedule to --time-budget; give one, e.g. --time-budget 5m')

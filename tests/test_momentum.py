@@ -24,3 +24,16 @@ def test_cosine_schedule():
     assert math.isclose(cosine_momentum(50, 100, 0.99), 0.995)
     vals = [cosine_momentum(s, 100, 0.99) for s in range(101)]
     assert all(a <= b for a, b in zip(vals, vals[1:]))
+
+
+def test_the_momentum_branch_has_no_stochastic_depth():
+    """An encoder built with drop_path_rate: the main branch keeps it, the momentum branch (the target, lower-variance
+    by design) runs without it, in train mode too: two key passes on the same input agree."""
+    import timm
+    from macrl_hub import MACRL
+    enc = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, drop_path_rate=0.5)
+    model = MACRL(enc, bank_size=64, proj_hidden_dim=32, proj_dim=16).train()
+    assert model.encoder.blocks[1].drop_path1.drop_prob > 0
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.forward_momentum(x), model.forward_momentum(x))
