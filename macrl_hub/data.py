@@ -235,8 +235,11 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
     if base is None and present:
         raise DataError(f'split {split!r} not found in {root}: expected <{"|".join(aliases)}>/<class>/<image> '
                         f'(splits present: {present})')
+    if base is None and split != 'train':  # else the "test" images would be the training ones (kNN finds itself)
+        raise DataError(f'split {split!r} not found in {root}: a bare <folder>/<class>/<image> tree is the train '
+                        f'split only; for held-out images use {root}/train/<class>/ and {root}/{aliases[0]}/<class>/')
     prefix = ('.', aliases[0]) if base is None else ('.', base.name)
-    base = base or root  # a bare <folder>/<class>/* tree is the split itself
+    base = base or root  # a bare <folder>/<class>/* tree is the train split
     n = 0
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
     for cls_dir in class_dirs:

@@ -242,8 +242,9 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     total = epochs * steps_per_epoch
     warm = min(warmup_epochs * steps_per_epoch, total // 2)  # short runs: warm up for half at most
     step, epoch_loss, start = 0, [], 0
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')  # fp16: small gradients would underflow
     if ck_path and ck_path.exists():
-        start, step, epoch_loss = _restore_finetune(ck_path, settings, model, opt, gen)
+        start, step, epoch_loss = _restore_finetune(ck_path, settings, model, opt, gen, scaler)
         print(f'finetune: resuming {ck_path} at epoch {start}/{epochs}', file=sys.stderr, flush=True)
     for epoch in range(start, epochs):
         model.train()
@@ -258,15 +259,16 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
                 raise FloatingPointError(f'fine-tuning loss became {loss.item()} at epoch {epoch}, step {step}; '
                                          f'lower --lr (now {lr:g})')
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             run_loss += loss.item()
             step += 1
         epoch_loss.append(run_loss / steps_per_epoch)
         print(f'finetune epoch {epoch + 1}/{epochs}: loss {epoch_loss[-1]:.4f} '
               f'({steps_per_epoch * batch_size / (time.time() - t_ep):.0f} img/s)', file=sys.stderr, flush=True)
         if ck_path:
-            _save_finetune(ck_path, settings, epoch + 1, step, epoch_loss, model, opt, gen)
+            _save_finetune(ck_path, settings, epoch + 1, step, epoch_loss, model, opt, gen, scaler)
     return {'finetune_top1': _top1(model, test, device, precision), 'n_train': len(train), 'n_test': len(test),
             'finetune_epochs': epochs, 'finetune_lr': lr, 'finetune_weight_decay': weight_decay,
             'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
@@ -292,7 +294,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _save_finetune(path: Path, settings: Dict[str, Any], epoch: int, step: int, epoch_loss: list, model: nn.Module,
-                   opt, gen: torch.Generator) -> None:
+                   opt, gen: torch.Generator, scaler: Optional[torch.amp.GradScaler] = None) -> None:
     """Everything a resumed fine-tune needs to continue bit for bit, written atomically (fsync + rename)."""
     import random
     import numpy as np
@@ -301,6 +303,7 @@ def _save_finetune(path: Path, settings: Dict[str, Any], epoch: int, step: int, 
     atomic_torch_save({
         'settings': settings, 'epoch': epoch, 'step': step, 'epoch_loss': list(epoch_loss),
         'model': model.state_dict(), 'optimizer': opt.state_dict(),
+        'scaler': scaler.state_dict() if scaler is not None else {},
         'rng': {'torch': torch.get_rng_state(), 'loader': gen.get_state(), 'python': random.getstate(),
                 'numpy': (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
                 'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -308,7 +311,7 @@ def _save_finetune(path: Path, settings: Dict[str, Any], epoch: int, step: int, 
 
 
 def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, opt,
-                      gen: torch.Generator) -> Tuple[int, int, list]:
+                      gen: torch.Generator, scaler: Optional[torch.amp.GradScaler] = None) -> Tuple[int, int, list]:
     """Load `_save_finetune`'s state into model/opt/RNGs; refuses a checkpoint of other settings."""
     import random
     import numpy as np
@@ -324,6 +327,8 @@ def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, op
                          + ', '.join(f'{k} (checkpoint {a!r}, now {b!r})' for k, (a, b) in diff.items()))
     model.load_state_dict(ck['model'])
     opt.load_state_dict(ck['optimizer'])
+    if scaler is not None and scaler.is_enabled() and ck.get('scaler'):
+        scaler.load_state_dict(ck['scaler'])
     rng = ck['rng']
     torch.set_rng_state(rng['torch'])
     gen.set_state(rng['loader'])

@@ -106,6 +106,11 @@ def test_missing_split_empty_and_bad_paths(tmp_path):
     (tmp_path / 'empty' / 'train' / 'cat').mkdir(parents=True)
     with pytest.raises(DataError, match='no images'):
         load_dataset(str(tmp_path / 'empty'), 'train')
+    # a bare <folder>/<class>/* tree is the train split, never the test one (kNN would score the bank on itself)
+    bare = tmp_path / 'ds' / 'train'
+    assert len(load_dataset(str(bare), 'train', size=8)) == len(load_dataset(str(tmp_path / 'ds'), 'train', size=8))
+    with pytest.raises(DataError, match=r"split 'test' not found.*bare <folder>/<class>/<image> tree is the train"):
+        load_dataset(str(bare), 'test')
 
 
 def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():

@@ -180,3 +180,20 @@ def test_features_follow_an_img_size_override():
     feats = extract_features(model, torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), progress=False,
                              precision='fp32')
     assert feats.shape == (4, 192)
+
+
+def test_fp16_finetune_scales_its_loss_and_keeps_the_scale_in_its_checkpoint(trained_ckpt, small_folder, tmp_path,
+                                                                              monkeypatch):
+    """fp16 (a GPU without bf16, or --precision fp16) fine-tunes through a GradScaler, as pretraining does: without
+    one, small gradients underflow to zero. The scale is saved with finetune.pth for --resume."""
+    scaled = []
+    real = torch.amp.GradScaler.scale
+
+    def spy(self, loss):
+        scaled.append(self.is_enabled())
+        return real(self, loss)
+    monkeypatch.setattr(torch.amp.GradScaler, 'scale', spy)
+    eval_main(['finetune', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '1',
+               '--batch-size', '32', '--precision', 'fp16', '--n-train', '64', '--out', str(tmp_path / 'ft')])
+    assert scaled and all(scaled)
+    assert torch.load(tmp_path / 'ft' / 'finetune.pth', weights_only=True)['scaler']['scale'] > 0
