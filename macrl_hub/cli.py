@@ -82,7 +82,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, OSError, PretrainedWeightsError, FloatingPointError) as e:  # bad input: one clear line
         if debug:
             raise
-        print(f'macrl {cmd}: error: {_one_line(e)}', file=sys.stderr)
+        # ours, written to be read whole (where it looked, the ways out); a library's: its first line
+        text = str(e).strip() if isinstance(e, PretrainedWeightsError) else _one_line(e)
+        print(f'macrl {cmd}: error: {text}', file=sys.stderr)
         return 1
     except Exception as e:  # anything else is likely a bug: still one line, with the way to the traceback
         if debug:

@@ -161,3 +161,16 @@ def test_contradictory_flags_refused_before_anything_runs(args, match, capsys, t
     assert main(['train', '--out', str(out), '--data', str(tmp_path / 'none'), *args]) == 1
     assert match in capsys.readouterr().err
     assert not out.exists()  # nothing was created
+
+
+def test_weights_not_found_prints_where_it_looked_and_the_ways_out(tmp_path, monkeypatch, capsys):
+    """The one error a wheel user meets offline: its whole message (places looked in, ways out), not its first line."""
+    import huggingface_hub.constants as hc
+    from macrl_hub import pretrained
+    monkeypatch.setattr(pretrained, 'MODEL_CARDS_DIR', tmp_path / 'none')  # as in a wheel: no model_cards/
+    monkeypatch.setenv('MACRL_WEIGHTS_DIR', str(tmp_path / 'weights'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', True)
+    assert main(['eval', 'knn', '--model', 'macrl_vit_tiny_p4_cifar.cifar10', '--data', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert 'Looked in:' in err and 'Ways out:' in err and 'macrl download macrl_vit_tiny_p4_cifar.cifar10' in err
