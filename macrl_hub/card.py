@@ -46,14 +46,16 @@ def public_data_arg(command: str) -> str:
 
 
 def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed: bool = False) -> str:
-    """The `macrl train` command line that reproduces a run's config (non-default flags only).
+    """The `macrl train` command line that reproduces a run's config: its --recipe, then every flag whose value
+    differs from what that recipe gives (a --recipe paper run that set a value back to fast's keeps that flag).
 
     With `stop_step` (a run that stopped before its schedule ended, e.g. on a time budget, possibly over several
     resumed invocations) the per-invocation --time-budget is replaced by `--max-steps stop_step`, which stops a
     fresh run at the same step of the same schedule. A run that finished its schedule over several invocations
     (`resumed`) drops its last invocation's --time-budget: one fresh run of the whole schedule reproduces it."""
-    from .config import TrainConfig
-    default = TrainConfig()
+    from .recipes import RECIPES, config as recipe_config
+    recipe = cfg.get('recipe') if cfg.get('recipe') in RECIPES else 'fast'
+    default = recipe_config(recipe)  # what `--recipe R` alone gives: a flag is written where the run differs
     cfg = dict(cfg)
     if stop_step is not None or resumed:
         cfg.pop('time_budget', None)
@@ -63,7 +65,9 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
         cfg.pop('fit_budget', None)
     parts = ['macrl train']
     for k, v in cfg.items():
-        if not hasattr(default, k) or (getattr(default, k) == v and k != 'model') or k in ('progress', 'resume'):
+        if not hasattr(default, k) or k in ('progress', 'resume') or (k == 'recipe' and v == 'fast'):
+            continue
+        if getattr(default, k) == v and k not in ('model', 'recipe'):
             continue
         flag = '--' + k.replace('_', '-')
         if isinstance(v, bool):

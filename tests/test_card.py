@@ -2,6 +2,7 @@
 import dataclasses
 import json
 
+import pytest
 import timm
 
 import macrl_hub  # noqa: F401
@@ -147,3 +148,28 @@ def test_card_of_another_encoder_or_dataset_says_what_the_paper_trained(tmp_path
     assert 'linear probe 26.27 points below' in section
     card = _paper_card(tmp_path, 'macrl_vit_tiny_p4_cifar', 'mydata', [LINEAR], {'depth': 1})
     assert 'Compared with the paper' not in card and '## Training' in card
+
+
+def _parsed(argv):
+    """`macrl train`'s own reading of argv (flags, then the recipe where no flag was given)."""
+    import argparse
+    from macrl_hub.config import add_dataclass_args, config_from_args
+    from macrl_hub.recipes import apply_recipe
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p)
+    g = argparse.ArgumentParser(add_help=False)
+    add_dataclass_args(g, suppress_defaults=True)
+    return apply_recipe(config_from_args(p.parse_args(argv)), vars(g.parse_known_args(argv)[0]))
+
+
+@pytest.mark.parametrize('argv', [
+    ['--recipe', 'paper', '--rec-on', 'masked', '--bank-size', '16384', '--in-batch-negatives', '--warmup-epochs',
+     '10', '--epochs', '3'],  # values set back to fast's: the card must keep those flags
+    ['--alpha', '1', '--epochs', '3', '--model-args', '{"depth": 2}'],
+])
+def test_the_cards_train_command_reproduces_the_run(argv):
+    import shlex
+    from macrl_hub.card import train_command
+    cfg = _parsed(argv + ['--data', 'cifar10', '--out', 'runs/x'])
+    cmd = train_command(dataclasses.asdict(cfg))
+    assert _parsed(shlex.split(cmd.replace('\\\n', ' '))[2:]) == cfg, cmd
