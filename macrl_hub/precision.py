@@ -32,7 +32,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != 'auto':
         return precision
     if torch.device(device).type == 'cuda':
-        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        # native bf16 only (Ampere on): the default also counts V100/T4's emulated bf16, slower than their fp16
+        return 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
     return 'bf16' if any(cpu_bf16_flags().values()) else 'fp32'
 
 

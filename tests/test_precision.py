@@ -28,9 +28,11 @@ def test_auto_without_the_private_probes(monkeypatch):
     assert resolve_precision('auto', 'cpu') == 'fp32'
 
 
-@pytest.mark.parametrize('bf16_ok, want', [(True, 'bf16'), (False, 'fp16')])
-def test_auto_on_cuda(monkeypatch, bf16_ok, want):
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16_ok)
+@pytest.mark.parametrize('native, emulated, want', [(True, True, 'bf16'), (False, True, 'fp16'), (False, False, 'fp16')])
+def test_auto_on_cuda(monkeypatch, native, emulated, want):
+    """bf16 where the GPU has it natively; fp16 on a V100/T4, whose bf16 torch counts as supported (emulated)."""
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
+                        lambda including_emulation=True: native or (including_emulation and emulated))
     assert resolve_precision('auto', torch.device('cuda')) == want
 
 
