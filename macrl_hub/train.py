@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .card import hardware
 from .config import TrainConfig, add_dataclass_args, check_flags, config_from_args, parse_duration
 from .data import default_data, load_dataset
-from .distributed import is_dist, rank, world_size
+from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
@@ -274,6 +274,8 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     resume = cfg.resume
     if resume == 'auto':
         resume = str(ckpt_path) if ckpt_path.is_file() else ''
+    check_same_on_all_ranks(bool(resume), device, f'--resume: not every rank sees {ckpt_path}; only rank 0 writes '
+                            'checkpoints, so --out must be a folder all nodes share')
     if resume:
         ck = load_checkpoint(resume)
         fitted = ck.get('config', {}).get('total_steps', 0)
@@ -386,6 +388,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             left = budget - (time.time() - t_start)
             # 3% kept for checkpoints and kNN monitor passes; never past --epochs
             fitted = min(step + max(1, int(0.97 * rate * left)), cfg.epochs * steps_per_epoch)
+            fitted = from_rank0(fitted, device)  # one schedule for all ranks (each timed its own steps)
             total_steps, fit = fitted, False
             warmup_steps = min(warmup_steps, total_steps // 2)
             max_steps = int(min(total_steps, step_limit))

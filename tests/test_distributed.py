@@ -75,3 +75,35 @@ def test_train_destroys_only_the_process_group_it_created(small_folder, tmp_path
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
+
+
+def _agree(rank_: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from macrl_hub.distributed import check_same_on_all_ranks, from_rank0
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank_, world_size=2)
+    try:
+        fitted = from_rank0(700 + rank_, torch.device('cpu'))  # each rank timed its own steps
+        check_same_on_all_ranks(True, torch.device('cpu'), 'same')
+        try:
+            check_same_on_all_ranks(rank_ == 0, torch.device('cpu'), 'only rank 0 sees the checkpoint')
+            err = ''
+        except ValueError as e:
+            err = str(e)
+        torch.save({'fitted': fitted, 'err': err}, f'{out}/{rank_}.pt')
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_take_one_decision(tmp_path):
+    """--fit-budget's schedule length is rank 0's on every rank (each rank used to fit its own: different lr and
+    momentum schedules, and a hang when one stops first); a rank that does not see the checkpoint to resume makes
+    every rank fail with the reason, instead of silently starting a fresh run beside the resumed ones."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    mp.spawn(_agree, args=(port, str(tmp_path)), nprocs=2)
+    got = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
+    assert [g['fitted'] for g in got] == [700, 700]
+    assert all('only rank 0 sees the checkpoint (true on ranks [0], false on [1])' in g['err'] for g in got)
