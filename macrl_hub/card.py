@@ -182,9 +182,9 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         + (f', each after the first resumed with `macrl train --out {tcfg.get("out")} --resume auto`.'
            if sessions > 1 else '.'),
         f'- Hardware: {ck.get("hardware") or hardware()} (torch {ck.get("torch")}).',
+    ] + ([] if not log else [
         '- Training curve: `training_curve.png` (losses relative to their first value'
-        + ('; online kNN top-1 per epoch below them).' if knn_line else ').'),
-    ] + knn_line + [
+        + ('; online kNN top-1 per epoch below them).' if knn_line else ').')]) + knn_line + [
         '',
         'Command:',
         '',

@@ -160,9 +160,11 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
         from .card import write_model_card
         write_model_card(staging, name, config, ck, evals, records)
         folder.mkdir(exist_ok=True)
-        for f in EXPORT_FILES:
+        for f in EXPORT_FILES:  # an earlier export's file this one does not write (--full, a curve) is not its own
             if (staging / f).is_file():
                 os.replace(staging / f, folder / f)
+            elif (folder / f).is_file():
+                (folder / f).unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder

@@ -4,6 +4,7 @@ byte-identical afterwards. The same list, with the behaviour, is README's troubl
 import hashlib
 import io
 import re
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Callable, List, NamedTuple, Optional, Tuple, Type
@@ -205,3 +206,12 @@ def test_export_overwrite_replaces_only_its_own_files(setting, tmp_path):
     export(str(ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'), overwrite=True)
     assert (mine / 'NOTES.txt').read_text() == 'keep me\n'
     assert (mine / 'README.md').read_text() != 'old card\n' and (mine / 'model.safetensors').is_file()
+    # an earlier export's --full state and training curve are not kept beside other weights
+    export(str(ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'), full=True, overwrite=True)
+    assert (mine / 'pretrain.safetensors').is_file() and (mine / 'training_curve.png').is_file()
+    (tmp_path / 'nolog').mkdir()
+    shutil.copy(ckpt, tmp_path / 'nolog' / 'checkpoint.pth')  # no log.jsonl beside it: no curve to draw
+    export(str(tmp_path / 'nolog' / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'),
+           overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == ['NOTES.txt', 'README.md', 'config.json', 'model.safetensors']
+    assert 'training_curve.png' not in (mine / 'README.md').read_text()
