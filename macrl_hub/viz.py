@@ -151,13 +151,31 @@ def save_grid(images: Tensor, panels: Dict[str, Tensor], path: Path, scale: int 
 
 
 def load_macrl(spec: str):
-    """The whole MACRL model (encoder, decoder, ...) from a `macrl train` checkpoint."""
+    """The whole MACRL model (encoder, decoder, ...) from a `macrl train` checkpoint, or from an exported folder's
+    `pretrain.safetensors` (`macrl export --full`; the folder itself too), rebuilt with the folder's config.json."""
+    import json
     import timm
     from . import models  # noqa: F401
     from .macrl import MACRL
     path = Path(spec)
+    if path.is_dir() and (path / 'pretrain.safetensors').is_file():
+        path = path / 'pretrain.safetensors'
+    if path.is_file() and path.name == 'pretrain.safetensors' and (path.parent / 'config.json').is_file():
+        from safetensors import safe_open
+        from .weights import load_safetensors
+        with safe_open(str(path), 'pt') as f:
+            macrl_kwargs = json.loads((f.metadata() or {}).get('macrl', '{}'))
+        cfg = json.loads((path.parent / 'config.json').read_text())
+        arch = cfg.get('macrl_architecture') or cfg['architecture']
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path).items()}
+        model = MACRL(timm.create_model(arch, **cfg.get('model_args', {})), **macrl_kwargs)
+        if model.decoder is None:
+            raise ValueError(f'{path} was trained with objective={macrl_kwargs.get("objective")!r}: it has no decoder')
+        model.load_state_dict(sd)
+        return model.eval()
     if not path.is_file() or path.suffix not in ('.pth', '.pt'):
-        raise ValueError(f'reconstruction needs a `macrl train` checkpoint with a decoder, got {spec!r}')
+        raise ValueError(f'reconstruction needs a `macrl train` checkpoint or an exported folder with '
+                         f'pretrain.safetensors (`macrl export --full`), both with a decoder; got {spec!r}')
     from .weights import load_checkpoint
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or 'macrl' not in ck or 'arch' not in ck:
@@ -191,6 +209,21 @@ def _load_images(files: Sequence[str], size: int) -> Tensor:
     blobs = [Path(f).read_bytes() for f in files]
     imgs, _ = decode_images(blobs, list(files), size=size, on_error='raise')
     return imgs
+
+
+def short_names(specs: Sequence[str]) -> List[str]:
+    """Column labels for compared models: what tells their specs apart, token-wise (runs/macrl/checkpoint.pth vs
+    runs/mae/checkpoint.pth -> macrl, mae; macrl_vit_tiny_p4_cifar.cifar10 vs ..._small_... -> tiny, small);
+    numbered where that leaves them equal."""
+    import re
+    toks = [re.split(r'[./_-]+', s.strip('./')) for s in specs]
+    if len(toks) > 1:
+        while all(len(t) > 1 for t in toks) and len({t[0] for t in toks}) == 1:
+            toks = [t[1:] for t in toks]
+        while all(len(t) > 1 for t in toks) and len({t[-1] for t in toks}) == 1:
+            toks = [t[:-1] for t in toks]
+    names = ['_'.join(t) for t in toks]
+    return names if len(set(names)) == len(names) else [f'{i}.{n}' for i, n in enumerate(names, 1)]
 
 
 def _denorm(x: Tensor, mean, std) -> Tensor:
@@ -243,13 +276,12 @@ def main(argv: Optional[list] = None) -> Path:
         print(f'macrl viz: wrote {out_path} (rows: original, masked, reconstruction, reconstruction + visible)')
         return out_path
     panels: Dict[str, Tensor] = {}
-    for spec, model in models:
+    for name, (spec, model) in zip(short_names([s for s, _ in models]), models):
         _, mean, std = data_config(model)
         x = eval_batch(images, size, mean, std)
         methods = a.method or (['last', 'rollout'] + (['chefer'] if model.num_classes else []))
         for m in methods:
-            label = m if len(models) == 1 else f'{Path(spec).parent.name or spec}:{m}'
-            panels[label] = attention_maps(model, x, m)
+            panels[m if len(models) == 1 else f'{name}:{m}'] = attention_maps(model, x, m)
     out = save_grid(images, panels, out_path)
     print(f'macrl viz: wrote {out} ({len(images)} images x {len(panels)} maps)')
     return out

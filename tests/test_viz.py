@@ -98,3 +98,42 @@ def test_reconstruct_pastes_visible_patches(tmp_path):
     assert 0.2 < visible.float().mean() < 0.3  # 25% visible
     assert torch.allclose(pasted.permute(0, 2, 3, 1)[visible], x.permute(0, 2, 3, 1)[visible])
     assert torch.allclose(pasted.permute(0, 2, 3, 1)[~visible], pred.permute(0, 2, 3, 1)[~visible])
+
+
+def test_compared_models_keep_their_own_columns(tmp_path, capsys):
+    """Two model folders side by side under one parent (model_cards/...): each keeps its columns, labelled by what
+    tells them apart (both used to be 'model_cards:<method>', the second overwriting the first)."""
+    import timm
+    from PIL import Image
+    from macrl_hub.export import write_model_files
+    from macrl_hub.viz import main, short_names
+    assert short_names(['runs/macrl/checkpoint.pth', 'runs/mae/checkpoint.pth']) == ['macrl', 'mae']
+    assert short_names(['cards/macrl_vit_tiny_p4_cifar.cifar10', 'cards/macrl_vit_small_p4_cifar.cifar10']) == \
+        ['tiny', 'small']
+    folders = []
+    for arch in ('macrl_vit_tiny_p4_cifar', 'macrl_vit_small_p4_cifar'):
+        folders.append(tmp_path / 'cards' / f'{arch}.cifar10')
+        write_model_files(timm.create_model(arch, depth=1), folders[-1], arch, {'depth': 1}, 'cifar10')
+    Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / 'a.png')
+    main(['attention', '--model', str(folders[0]), '--compare', str(folders[1]), '--images', str(tmp_path / 'a.png'),
+          '--method', 'last', 'rollout', '--out', str(tmp_path / 'cmp.png')])
+    assert '(1 images x 4 maps)' in capsys.readouterr().out
+
+
+def test_reconstruct_from_an_exported_folders_full_state(tmp_path):
+    """`macrl export --full` writes pretrain.safetensors; `macrl viz reconstruct --model <folder>` rebuilds the whole
+    MACRL model from it (it used to accept .pth checkpoints only, though its help offered this)."""
+    from macrl_hub.config import TrainConfig
+    from macrl_hub.export import export
+    from macrl_hub.train import _save
+    from macrl_hub.viz import load_macrl
+    from conftest import tiny_macrl
+    model = tiny_macrl()
+    cfg = TrainConfig(model='macrl_vit_tiny_p4_cifar', model_args='{"depth": 2, "embed_dim": 32, "num_heads": 2}')
+    _save(tmp_path / 'checkpoint.pth', model, torch.optim.AdamW(model.parameters()),
+          torch.amp.GradScaler('cpu', enabled=False), cfg, 1, 1.0, 'fp32')
+    folder = export(str(tmp_path / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.x', str(tmp_path / 'cards'), full=True)
+    for spec in (folder, folder / 'pretrain.safetensors'):
+        loaded = load_macrl(str(spec))
+        w = model.decoder.state_dict()
+        assert all(torch.allclose(v.float(), w[k], atol=2e-3) for k, v in loaded.decoder.state_dict().items())
