@@ -71,12 +71,14 @@ def plan(name: str, overrides: Dict[str, Any], base: Dict[str, Any], args, n_tra
     """The training config of one row (without its output folder) and its compute: under --equal flops, the steps
     that spend MACRL's budget (`--epochs` epochs at MACRL's FLOPs per image) at this row's own FLOPs per image."""
     cfg = dict(base, **overrides)
-    steps_per_epoch = n_train // args.batch_size
+    batch = cfg['batch_size']  # the row's own (a batch_size ablation changes it)
+    steps_per_epoch = n_train // batch
     if overrides.get('objective') == 'random':
         return dict(name=name, cfg=cfg, steps=0, flops_per_img=0.0)
     flops = step_flops(TrainConfig(**{k: v for k, v in cfg.items() if k != 'data'}))
-    budget = args.epochs * steps_per_epoch * args.batch_size * ref_flops  # the reference's training FLOPs
-    steps = round(budget / (flops * args.batch_size)) if args.equal == 'flops' else round(args.epochs * steps_per_epoch)
+    ref_steps = args.epochs * (n_train // args.batch_size)  # MACRL's, at the table's --batch-size
+    budget = ref_steps * args.batch_size * ref_flops  # the reference's training FLOPs
+    steps = round(budget / (flops * batch)) if args.equal == 'flops' else round(ref_steps)
     cfg['total_steps'] = max(1, steps)
     cfg['warmup_epochs'] = min(args.warmup_epochs, 0.5 * steps / steps_per_epoch)
     return dict(name=name, cfg=cfg, steps=steps, flops_per_img=flops)
@@ -126,11 +128,12 @@ def run_one(p: dict, args, out: Path, splits, n_train: int) -> dict:
         res = train(TrainConfig(**cfg, out=str(run_dir), resume='auto' if resume else ''))
         train_min = res['train_time'] / 60  # across invocations when resumed
     ev = evaluate(load_encoder(res['checkpoint']), args.data, splits, args.probe_epochs)
-    img = args.batch_size * p['flops_per_img']  # FLOPs per step
+    batch = cfg.get('batch_size', args.batch_size)  # the row's own
+    img = batch * p['flops_per_img']  # FLOPs per step
     curve = [dict(step=r['step'], minutes=round((r['time'] - r.get('monitor_s', 0.0)) / 60, 2),
                   pflops=round(r['step'] * img / 1e15, 3), knn200=r['knn_top1_k200'])
              for r in read_log(run_dir / 'log.jsonl') if 'knn_top1_k200' in r]
-    return dict(name=p['name'], epochs=round(res['step'] * args.batch_size / n_train, 2),
+    return dict(name=p['name'], epochs=round(res['step'] * batch / n_train, 2),
                 train_min=round(train_min, 1), pflops=round(res['step'] * img / 1e15, 2), hardware=hardware(),
                 **ev, curve=curve)
 

@@ -85,3 +85,17 @@ def test_curves_show_each_method_as_the_mean_of_its_seeds(pt):
     assert series['macrl (mean of 2 seeds)'] == pytest.approx([(0.1, 21.0), (0.2, 32.0)])
     assert seeds == {'macrl (mean of 2 seeds)': [[(0.1, 20.0), (0.2, 30.0)], [(0.1, 22.0), (0.2, 34.0)]]}
     assert series['moco'] == [(0.1, 25.0)] and series['macrl_alpha=1.0'] == [(0.1, 26.0), (0.2, 36.0)]
+
+
+def test_a_batch_size_ablation_gets_the_same_compute(pt):
+    """Equal FLOPs holds for an ablation of the batch itself: twice the batch, half the steps (the steps used to be
+    counted at the table's --batch-size, giving such a row twice MACRL's compute)."""
+    from macrl_hub.train import step_flops
+    from macrl_hub.config import TrainConfig
+    args = argparse.Namespace(batch_size=128, epochs=1.0, equal='flops', warmup_epochs=0.25)
+    base = dict(model='macrl_vit_tiny_p4_cifar', model_args='{"depth": 1}', batch_size=128, objective='macrl')
+    ref = step_flops(TrainConfig(**base))
+    main = pt.plan('macrl', {}, base, args, 12800, ref)
+    big = pt.plan('macrl_batch_size=256', {'batch_size': 256}, base, args, 12800, ref)
+    assert main['steps'] == 100 and big['steps'] == 50
+    assert big['steps'] * 256 * big['flops_per_img'] == pytest.approx(main['steps'] * 128 * main['flops_per_img'])
