@@ -165,3 +165,21 @@ def test_decode_progress_counts_every_image_once(monkeypatch):
     with pytest.warns(UserWarning, match='skipped 1'):
         decode_images(blobs, [str(i) for i in range(len(blobs))], size=8, progress='decoding')
     assert bar.n == len(blobs) and bar.closed
+
+
+def test_jpegs_decode_to_rgb_as_pil_does(tmp_path):
+    """Channel order and values of the decoder (threaded, batch) against PIL's own decode of the same files: a red,
+    a green and a blue image (a BGR mix-up would swap red and blue)."""
+    from PIL import Image
+    for c, rgb in (('red', (220, 30, 30)), ('green', (30, 200, 40)), ('blue', (20, 40, 210))):
+        (tmp_path / 'ds' / 'train' / c).mkdir(parents=True)
+        arr = np.zeros((32, 32, 3), np.uint8) + np.array(rgb, np.uint8)
+        arr[8:16, 8:16] = 255 - arr[8:16, 8:16]  # some structure
+        (tmp_path / 'ds' / 'train' / c / '0.jpg').write_bytes(_jpeg(arr))
+    d = load_dataset(str(tmp_path / 'ds'), 'train', size=32)
+    for img, label in zip(d.images, d.labels):
+        path = next((tmp_path / 'ds' / 'train' / d.classes[int(label)]).iterdir())
+        ref = torch.from_numpy(np.asarray(Image.open(path).convert('RGB'))).permute(2, 0, 1).int()
+        assert (img.int() - ref).abs().max() <= 2, d.classes[int(label)]
+    mean = {d.classes[int(l)]: img.float().mean(dim=(1, 2)) for img, l in zip(d.images, d.labels)}
+    assert mean['red'].argmax() == 0 and mean['green'].argmax() == 1 and mean['blue'].argmax() == 2

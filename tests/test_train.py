@@ -244,3 +244,5 @@ def test_a_bf16_or_fp32_run_resumes_in_fp16(small_folder, tmp_path):
     train(_cfg(small_folder, tmp_path / 'run', max_steps=1))
     res = train(_cfg(small_folder, tmp_path / 'run', max_steps=1, resume='auto', precision='fp16'))
     assert res['step'] == 2
+    ck = torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)
+    assert ck['precision'] == 'fp16' and ck['scaler'].get('scale', 0) > 0  # an enabled scaler ran the fp16 step

@@ -32,12 +32,24 @@ def test_solarize_and_grayscale():
     cfg = ViewConfig(crop_scale=(1, 1), flip_p=0, jitter_p=0, gray_p=1.0)
     y = augment_view(torch.rand(2, 3, 8, 8), 8, cfg)
     assert torch.allclose(y[:, 0], y[:, 1], atol=1e-5) and torch.allclose(y[:, 1], y[:, 2], atol=1e-5)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1.0
+    assert torch.allclose(augment_view(red, 8, cfg), torch.full((1, 3, 8, 8), 0.299), atol=1e-5)  # ITU-R 601 luma
 
 
 def test_eval_batch_normalises_and_resizes():
     x = torch.full((2, 3, 16, 16), 255, dtype=torch.uint8)
     y = eval_batch(x, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert y.shape == (2, 3, 32, 32) and torch.allclose(y, torch.full_like(y, 2.0), atol=1e-3)
+    # per channel, in channel order; resizing keeps the image's orientation (a left-right ramp stays one)
+    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    x[:, 0], x[:, 1], x[:, 2] = 255, 0, torch.arange(16, dtype=torch.uint8).mul(17).view(1, 16)
+    y = eval_batch(x, 32, (0.1, 0.2, 0.3), (0.5, 0.25, 0.2))
+    assert torch.allclose(y[:, 0], torch.full_like(y[:, 0], 1.8), atol=1e-3)
+    assert torch.allclose(y[:, 1], torch.full_like(y[:, 1], -0.8), atol=1e-3)
+    ramp = y[0, 2] * 0.2 + 0.3  # back to [0, 1]
+    assert (ramp[:, 1:] >= ramp[:, :-1] - 1e-4).all() and ramp[0, 0] < 0.05 and ramp[0, -1] > 0.95
+    assert torch.allclose(ramp, ramp[:1].expand_as(ramp), atol=1e-4)  # every row the same ramp
 
 
 def test_gaussian_blur_spreads_a_point_by_the_gaussian_kernel():
