@@ -41,6 +41,11 @@ def test_reconstruction_loss_selects_tokens():
     assert float(reconstruction_loss(pred, target, mask, 'l2', 'masked')) == pytest.approx(5.0)
     normed = reconstruction_loss(target, target, mask, 'l1', 'all', norm_pix=True)
     assert float(normed) > 0  # constant patches normalise to 0, pred does not
+    # each patch by its own mean and (unbiased, as MAE) std: [0, 2, 4, 6] -> [-3, -1, 1, 3] / 2.582 in every patch
+    t = torch.tensor([[[0.0, 2.0, 4.0, 6.0], [10.0, 12.0, 14.0, 16.0]]])
+    want = torch.tensor([3.0, 1.0, 1.0, 3.0]).div((20 / 3) ** 0.5).mean()
+    got = reconstruction_loss(torch.zeros_like(t), t, torch.ones(1, 2), 'l1', 'all', norm_pix=True)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
     with pytest.raises(ValueError, match='allowed'):
         reconstruction_loss(pred, target, mask, 'huber')
     with pytest.raises(ValueError, match='allowed'):
