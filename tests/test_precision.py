@@ -28,7 +28,8 @@ def test_auto_without_the_private_probes(monkeypatch):
     assert resolve_precision('auto', 'cpu') == 'fp32'
 
 
-@pytest.mark.parametrize('native, emulated, want', [(True, True, 'bf16'), (False, True, 'fp16'), (False, False, 'fp16')])
+@pytest.mark.parametrize('native, emulated, want',
+                         [(True, True, 'bf16'), (False, True, 'fp16'), (False, False, 'fp16')])
 def test_auto_on_cuda(monkeypatch, native, emulated, want):
     """bf16 where the GPU has it natively; fp16 on a V100/T4, whose bf16 torch counts as supported (emulated)."""
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
@@ -91,4 +92,5 @@ def test_bf16_training_resumes_bit_for_bit(small_folder, tmp_path):
     # decoder only; the momentum branch has its own bf16 switch), by bf16's rounding only
     train(_cfg(small_folder, tmp_path / 'f', max_steps=1, precision='fp32'))
     fp32 = [json.loads(x) for x in (tmp_path / 'f' / 'log.jsonl').read_text().splitlines() if '"lr"' in x][0]
-    assert rows[0]['loss_mim'] != fp32['loss_mim'] and abs(rows[0]['loss_mim'] - fp32['loss_mim']) < 0.02 * fp32['loss_mim']
+    mim, ref = rows[0]['loss_mim'], fp32['loss_mim']
+    assert mim != ref and abs(mim - ref) < 0.02 * ref
