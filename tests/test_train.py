@@ -208,11 +208,22 @@ def test_final_knn_is_macrl_eval_knn_of_the_checkpoint(small_folder, tmp_path):
 
 
 def test_trainer_picks_explicit_attention_on_cpu_bf16(small_folder, tmp_path, capsys, monkeypatch):
+    """The line says so, and the training steps run so: every attention module's fused_attn off in both branches."""
     monkeypatch.delenv('TIMM_FUSED_ATTN', raising=False)
+    seen = []
+    orig = MACRL.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append({m.fused_attn for m in self.modules() if hasattr(m, 'fused_attn')})
+        return orig(self, *args, **kwargs)
+    monkeypatch.setattr(MACRL, 'forward', spy)
     train(_cfg(small_folder, tmp_path / 'bf16', max_steps=1, precision='bf16'))
     assert 'precision=bf16 attention=explicit' in capsys.readouterr().out
+    assert seen == [{False}]
     train(_cfg(small_folder, tmp_path / 'fp32', max_steps=1, attention='explicit'))
     assert 'precision=fp32 attention=explicit' in capsys.readouterr().out
+    train(_cfg(small_folder, tmp_path / 'fused', max_steps=1))  # fp32 on CPU: timm's fused kernel
+    assert seen[1:] == [{False}, {True}]
 
 
 @pytest.mark.parametrize('kw,want', [(dict(knn_every=0.5), [3, 6, 9, 12]),  # 6 steps/epoch: every 3 steps

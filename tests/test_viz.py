@@ -51,6 +51,12 @@ def test_planted_attention_shows_up():
         m = attention_maps(model, x, method).flatten(1)
         assert torch.all(m.argmax(1) == 10), method
         assert torch.all(m[:, 10] > 0.5), method
+    # rollout by hand: each layer (A + I) / 2 with A = P (every row one-hot at 10; P @ P = P), so after d layers
+    # (1 - 2^-d) P + 2^-d I, and a patch's relevance is its column's mean over the N query rows
+    d = len(model.blocks)
+    want = torch.full((N,), 2.0 ** -d / N)
+    want[10] += 1 - 2.0 ** -d
+    assert torch.allclose(attention_maps(model, x, 'rollout').flatten(1), want.expand(2, N), atol=1e-5)
     # chefer: relevance (grad * A)^+ sits only where A is non-zero, so every patch but 10 keeps the identity's
     # equal share. Its size at 10 follows the gradient's sign, which a random model does not fix: with
     # logit_1 = -logit_0 the positive part of each (row, head) goes to one of the two classes, so patch 10 is
