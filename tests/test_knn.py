@@ -25,3 +25,15 @@ def test_knn_accuracy_on_separable_clusters():
     assert acc[1] > 95 and acc[20] > 95
     acc_rand = knn_accuracy(torch.randn(400, 16), ytr, torch.randn(100, 16), yte, 4, ks=(20,))
     assert acc_rand[20] < 50
+
+
+def test_knn_accuracy_depends_on_directions_only():
+    """Features are L2-normalised first (cosine kNN): rescaling each feature by any positive factor changes nothing;
+    without the normalisation large-norm bank entries would win every vote."""
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(200, 16, generator=g), torch.randn(50, 16, generator=g)
+    yt, ye = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (50,), generator=g)
+    scale = torch.rand(200, 1, generator=g) * 100 + 0.01
+    a = knn_accuracy(train, yt, test, ye, 4, ks=(1, 20))
+    b = knn_accuracy(train * scale, yt, test * 7.0, ye, 4, ks=(1, 20))
+    assert a == b
