@@ -114,8 +114,10 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
                 gflop_per_img=gflop, achieved_gflops=gflop * batch / dt)
 
 
-def bench_trainer(arch: str, batch: int, precision: str, steps: int, momentum_bf16: Optional[bool] = None) -> dict:
-    """`macrl train` for 2 * max(4, steps) steps on 4 batches of random 32x32 PNGs; img/s of its logged intervals."""
+def bench_trainer(arch: str, batch: int, precision: str, steps: int, momentum_bf16: Optional[bool] = None,
+                  attention: str = 'auto', keep_freed_memory: bool = True) -> dict:
+    """`macrl train` for 2 * max(4, steps) steps on 4 batches of random 32x32 PNGs; img/s of its logged intervals.
+    `attention` and `keep_freed_memory` as the bare step's rows were run (--attention, --stock-malloc)."""
     import numpy as np
     from PIL import Image
     from macrl_hub.config import TrainConfig
@@ -130,7 +132,8 @@ def bench_trainer(arch: str, batch: int, precision: str, steps: int, momentum_bf
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
         cfg = TrainConfig(model=arch, data=str(Path(tmp) / 'data'), batch_size=batch, precision=precision,
                           max_steps=steps, log_every=2, knn_every=0, ckpt_every_epochs=0, ckpt_every_min=1e9,
-                          progress=False, out=str(Path(tmp) / 'run'), momentum_bf16=momentum_bf16)
+                          progress=False, out=str(Path(tmp) / 'run'), momentum_bf16=momentum_bf16,
+                          attention=attention, keep_freed_memory=keep_freed_memory)
         train(cfg)
         rates = [r['img_per_s'] for r in read_log(Path(tmp) / 'run' / 'log.jsonl') if 'img_per_s' in r][1:]
     return dict(arch=arch, objective='macrl (macrl train)', batch=batch, precision=precision, steps=steps,
@@ -192,7 +195,8 @@ def main():
         rows.append(r)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
     if a.trainer:
-        r = bench_trainer(a.models[0], a.batch_size, precision, a.steps, a.momentum_bf16)
+        r = bench_trainer(a.models[0], a.batch_size, precision, a.steps, a.momentum_bf16, a.attention,
+                          not a.stock_malloc)
         step_row = next((e for e in rows if (e['arch'], e['objective'], e['compiled']) == (a.models[0], 'macrl', False)),
                         None)
         if step_row is not None:
