@@ -48,11 +48,13 @@ def _download_one(name: str, to: Path) -> Path:
                     f'cannot download {f} of {name!r} from {hub_endpoint()}/{repo_id}: {_first_line(e)}') from e
         for f in MODEL_FILES:
             fetch(f)
-        if sha256_file(staging / WEIGHTS_FILE) != PUBLISHED[name]:  # a corrupt copy (a cache's): the Hub's, once
+        try:
+            check_sha256(staging / WEIGHTS_FILE, name)
+        except PretrainedWeightsError:  # a corrupt copy (a cache's): the Hub's, once
             fetch(WEIGHTS_FILE, force=True)
-        check_sha256(staging / WEIGHTS_FILE, name,
-                     fix=f'{hub_endpoint()}/{repo_id} serves other weights than the published ones (nothing was '
-                         f'written to {folder}).')
+            check_sha256(staging / WEIGHTS_FILE, name,
+                         fix=f'{hub_endpoint()}/{repo_id} serves other weights than the published ones (nothing was '
+                             f'written to {folder}).')
         folder.mkdir(exist_ok=True)
         for f in MODEL_FILES:
             os.replace(staging / f, folder / f)

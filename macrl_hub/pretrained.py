@@ -215,7 +215,11 @@ def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
         else:
             tried.append(f'the Hugging Face Hub: {url} ({_first_line(e)})')
         raise PretrainedWeightsError(not_found_message(name, tried, offline)) from e
-    if offline is None and sha256_file(path) != PUBLISHED[name]:  # a corrupt cached copy: the Hub's again, once
-        path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),
-                                    cache_dir=cache_dir, force_download=True))
+    try:
+        return check_sha256(path, name)
+    except PretrainedWeightsError:
+        if offline is not None:
+            raise
+    path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),  # a corrupt cached
+                                cache_dir=cache_dir, force_download=True))  # copy: the Hub's again, once
     return check_sha256(path, name)
