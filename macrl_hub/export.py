@@ -61,8 +61,8 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
     arch a stock ViT of its width with every argument given; a stock timm arch (`macrl train --model vit_*`) is
     named as itself. Checked by building it: ValueError if plain timm would build something else."""
     if arch in MACRL_ARCHS:
-        stock = _STOCK.get(architecture_args(arch)['embed_dim'], 'vit_base_patch16_224')
-        args = {**architecture_args(arch), **model_args}
+        base = architecture_args(arch)
+        stock, args = _STOCK.get(base['embed_dim'], 'vit_base_patch16_224'), {**base, **model_args}
     else:
         stock, args = arch, dict(_geometry(model), **model_args)
     num_classes = model.num_classes
@@ -88,10 +88,10 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
                       dtype: torch.dtype = torch.float32) -> Dict[str, Any]:
     """`model` as model.safetensors (timm key names, `dtype`) + config.json (plain timm) in `folder`; the config."""
+    config = plain_timm_config(model, arch, model_args, tag)  # checked to rebuild in plain timm: before writing
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
                      metadata={'format': 'pt'})
-    config = plain_timm_config(model, arch, model_args, tag)
     (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
     return config
 
