@@ -166,24 +166,21 @@ def load_macrl(spec: str):
         with safe_open(str(path), 'pt') as f:
             macrl_kwargs = json.loads((f.metadata() or {}).get('macrl', '{}'))
         cfg = json.loads((path.parent / 'config.json').read_text())
-        arch = cfg.get('macrl_architecture') or cfg['architecture']
-        sd = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path).items()}
-        model = MACRL(timm.create_model(arch, **cfg.get('model_args', {})), **macrl_kwargs)
-        if model.decoder is None:
-            raise ValueError(f'{path} was trained with objective={macrl_kwargs.get("objective")!r}: it has no decoder')
-        model.load_state_dict(sd)
-        return model.eval()
-    if not path.is_file() or path.suffix not in ('.pth', '.pt'):
+        arch, model_args = cfg.get('macrl_architecture') or cfg['architecture'], cfg.get('model_args', {})
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path).items()}  # fp16 copy
+    elif path.is_file() and path.suffix in ('.pth', '.pt'):
+        from .weights import load_checkpoint
+        ck = load_checkpoint(path)
+        if not isinstance(ck, dict) or 'macrl' not in ck or 'arch' not in ck:
+            raise ValueError(f'{path} is not a `macrl train` checkpoint')
+        arch, model_args, macrl_kwargs, sd = ck['arch'], ck.get('model_args') or {}, ck['macrl'], ck['model']
+    else:
         raise ValueError(f'reconstruction needs a `macrl train` checkpoint or an exported folder with '
                          f'pretrain.safetensors (`macrl export --full`), both with a decoder; got {spec!r}')
-    from .weights import load_checkpoint
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or 'macrl' not in ck or 'arch' not in ck:
-        raise ValueError(f'{path} is not a `macrl train` checkpoint')
-    model = MACRL(timm.create_model(ck['arch'], **(ck.get('model_args') or {})), **ck['macrl'])
+    model = MACRL(timm.create_model(arch, **model_args), **macrl_kwargs)
     if model.decoder is None:
-        raise ValueError(f'{path} was trained with objective={ck["macrl"]["objective"]!r}: it has no decoder')
-    model.load_state_dict(ck['model'])
+        raise ValueError(f'{path} was trained with objective={macrl_kwargs.get("objective")!r}: it has no decoder')
+    model.load_state_dict(sd)
     return model.eval()
 
 
@@ -276,7 +273,7 @@ def main(argv: Optional[list] = None) -> Path:
         print(f'macrl viz: wrote {out_path} (rows: original, masked, reconstruction, reconstruction + visible)')
         return out_path
     panels: Dict[str, Tensor] = {}
-    for name, (spec, model) in zip(short_names([s for s, _ in models]), models):
+    for name, (_, model) in zip(short_names([s for s, _ in models]), models):
         _, mean, std = data_config(model)
         x = eval_batch(images, size, mean, std)
         methods = a.method or (['last', 'rollout'] + (['chefer'] if model.num_classes else []))
