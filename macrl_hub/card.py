@@ -174,6 +174,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'- Objective `{tcfg.get("objective")}`: mask ratio {tcfg.get("mask_ratio")}, reconstruction '
         f'{tcfg.get("rec_loss")} on {tcfg.get("rec_on")} tokens, alpha {tcfg.get("alpha")}, temperature '
         f'{tcfg.get("temperature")}, memory bank {tcfg.get("bank_size")}, momentum {tcfg.get("momentum")} -> 1.',
+        _inputs_line(config.get('pretrained_cfg') or {}),
         f'- {end.get("step", ck.get("step"))} steps = {end.get("epochs", 0):.2f} of {scheduled} scheduled '
         f'epochs{fitted} at batch {tcfg.get("batch_size")}, {ck.get("precision")} precision, '
         f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
@@ -257,6 +258,14 @@ def paper_section(model_args: Dict[str, Any], dataset_key: str, evals: List[Dict
                   + ('A shorter pretraining than the paper\'s: not a reproduction of its number.'
                      if not pretrain_epochs or pretrain_epochs < PAPER_PRETRAIN_EPOCHS else '')]
     return lines
+
+
+def _inputs_line(pcfg: Dict[str, Any]) -> str:
+    """'- Inputs: ...' from config.json's pretrained_cfg: what the encoder was trained on and expects."""
+    size = 'x'.join(str(v) for v in pcfg.get('input_size', ())[1:]) or '?'
+    fmt = lambda v: '(' + ', '.join(f'{x:g}' for x in v) + ')' if v else '?'  # noqa: E731
+    return (f'- Inputs: {size} px, normalised with mean {fmt(pcfg.get("mean"))} and std {fmt(pcfg.get("std"))} '
+            '(config.json\'s pretrained_cfg, which `timm.data.resolve_data_config` reads).')
 
 
 def _arch_desc(a: Dict[str, Any]) -> str:

@@ -71,6 +71,11 @@ class TrainConfig:
     crop_min: float = 0.2
     solarize_p: float = 0.2
     blur_p: Optional[Tuple[float, float]] = field(default=None, metadata={'help': 'blur prob of view 1, view 2 (default: 0 at 32px, BYOL 1.0 0.1 above)'})
+    mean: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+',
+        'help': "per-channel mean the inputs are normalised with (default: the architecture's timm cfg, CIFAR-10's "
+                'for *_cifar). Saved with the run: evaluation and `macrl export` normalise the same way'})
+    std: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+',
+        'help': "per-channel std the inputs are normalised with (default: the architecture's timm cfg)"})
     # machinery
     precision: str = field(default='auto', metadata={'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it)'})
     compile: Optional[bool] = field(default=None, metadata={
@@ -149,8 +154,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppres
         help_ = f.metadata.get('help', '') + f' (default: {"auto" if auto and f.default is None else f.default})'
         if f.type in (bool, 'bool') or auto:
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        elif 'Tuple' in str(f.type):
-            parser.add_argument(name, dest=f.name, type=float, nargs=2, default=default, help=help_)
+        elif 'Tuple' in str(f.type):  # Tuple[float, float] -> nargs=2; Tuple[float, ...] says its own
+            nargs = f.metadata.get('nargs', str(f.type).count('float'))
+            parser.add_argument(name, dest=f.name, type=float, nargs=nargs, default=default, help=help_)
         else:
             typ = {'int': int, 'float': float, 'str': str}.get(getattr(f.type, '__name__', str(f.type)), None)
             if typ is None:  # Optional[...]

@@ -42,7 +42,7 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
     same architecture with a random init (the chance-level reference), whichever the spec."""
     import timm
     from . import models  # noqa: F401  (registers macrl_vit_*)
-    from .models import checkpoint_filter_fn
+    from .models import checkpoint_data_config, checkpoint_filter_fn, set_data_config
     path = Path(spec).expanduser()
     kw = {} if num_classes is None else {'num_classes': num_classes}
     if path.is_dir():
@@ -54,6 +54,7 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
         if not isinstance(ck, dict) or 'arch' not in ck or 'model' not in ck:
             raise ValueError(f'{path} is not a `macrl train` checkpoint (no "arch"/"model" keys)')
         model = timm.create_model(ck['arch'], pretrained=False, **dict(ck.get('model_args') or {}, **kw))
+        set_data_config(model, **checkpoint_data_config(ck))  # the run's own --mean/--std and input size
         if not pretrained:  # --random-init: the checkpoint's architecture, not its weights
             return model
         sd = checkpoint_filter_fn(ck['model'], model)

@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .models import MACRL_ARCHS, architecture_args, checkpoint_filter_fn
+from .models import (MACRL_ARCHS, architecture_args, checkpoint_data_config, checkpoint_filter_fn, declared_cfg,
+                     set_data_config)
 from .weights import load_checkpoint, load_safetensors, save_safetensors
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
@@ -67,7 +68,7 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
         stock, args = arch, dict(_geometry(model), **model_args)
     num_classes = model.num_classes
     args.pop('num_classes', None)
-    cfg = {k: v for k, v in model.pretrained_cfg.items()
+    cfg = {k: v for k, v in set_data_config(model).items()  # input_size from the model itself
            if k not in ('state_dict', 'file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source', 'architecture', 'tag')
            and v is not None}
     cfg['num_classes'] = num_classes
@@ -83,6 +84,25 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
     }
     _check_rebuilds(config, model)
     return config
+
+
+def _check_declared(model, name: str) -> None:
+    """A name macrl_hub declares (`arch.tag` in PUBLISHED) is loaded by the plugin with its registered cfg, not with
+    config.json's: refuse to export a model trained with other preprocessing under it (ValueError naming the
+    difference and the flags that match it)."""
+    declared = declared_cfg(name)
+    if declared is None:
+        return
+    have = model.pretrained_cfg
+    diff = [f'{k} {tuple(have[k])} (declared {tuple(declared[k])})' for k in ('input_size', 'mean', 'std')
+            if len(have[k]) != len(declared[k]) or any(abs(a - b) > 1e-6 for a, b in zip(have[k], declared[k]))]
+    if diff:
+        fix = ' '.join(f'--{k} ' + ' '.join(f'{x:g}' for x in declared[k]) for k in ('mean', 'std'))
+        raise ValueError(f'{name} is declared by macrl_hub with another preprocessing than this checkpoint was '
+                         f'trained with: {"; ".join(diff)}. `timm.create_model({name!r}, pretrained=True)` would '
+                         f'feed it wrongly normalised or sized images. Train with `macrl train {fix}` (and the '
+                         f'declared input size) for this name, or export under a tag of your own, e.g. '
+                         f'{name.split(".")[0]}.mydata')
 
 
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
@@ -139,6 +159,8 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     if missing or unexpected:
         raise ValueError(f'checkpoint {checkpoint} does not fit {arch}: missing keys {missing[:8]}, '
                          f'unexpected keys {unexpected[:8]}')
+    set_data_config(model, **checkpoint_data_config(ck))  # the run's --mean/--std and input size go to config.json
+    _check_declared(model, name)
     if label_names:
         model.pretrained_cfg['label_names'] = label_names
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]

@@ -18,7 +18,7 @@ Names (`arch.tag`; `timm.list_models('macrl_*')`, `timm.list_pretrained('macrl_*
   macrl_vit_medium_p8_64       512-d, 12 layers, 4 heads, 64x64, patch 8   (paper's Tiny-ImageNet)
   macrl_vit_medium_d4_p16_224  512-d,  4 layers, 4 heads, 224x224, patch 16 (paper's Imagenette/woof)
 """
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -30,7 +30,8 @@ from .pretrained import DEFAULT_HF_ORG, PUBLISHED, published_name, resolve_weigh
 from .weights import load_safetensors
 
 __all__ = ['MACRL_ARCHS', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
-           'CIFAR10_CLASSES', 'architecture_args', 'check_input', 'checkpoint_filter_fn']
+           'CIFAR10_CLASSES', 'architecture_args', 'check_input', 'checkpoint_filter_fn', 'set_data_config',
+           'checkpoint_data_config', 'declared_cfg']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -160,6 +161,43 @@ def _timm_cfgs(table: Dict[str, Optional[str]], archs: Iterable[str]) -> Dict[st
 default_cfgs = generate_default_cfgs(_timm_cfgs(PUBLISHED, MACRL_ARCHS))
 
 
+def declared_cfg(name: str) -> Optional[Dict[str, Any]]:
+    """The timm cfg macrl_hub registers (or will, once it has weights) for `arch.tag`; None for a name it does not
+    declare. What `timm.create_model(name, pretrained=True)` preprocesses with, whatever config.json says."""
+    if name not in PUBLISHED:
+        return None
+    return _cfg(**_TAG_CFGS[name.split('.', 1)[1]])
+
+
+def set_data_config(model: nn.Module, mean: Optional[Sequence[float]] = None,
+                    std: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Make `model.pretrained_cfg` say what the model takes: `input_size` from its patch embedding (an `img_size=`
+    override changes the model, not timm's cfg) and, when given, the `mean`/`std` it was trained with (`macrl train
+    --mean/--std`). Everything that preprocesses from the cfg (timm's resolve_data_config, our eval, a config.json
+    written from it) then agrees with training. Returns the new cfg (a copy; other models keep theirs)."""
+    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    pe = getattr(model, 'patch_embed', None)
+    if pe is not None and getattr(pe, 'img_size', None) and not getattr(pe, 'dynamic_img_size', False):
+        cfg['input_size'] = (pe.proj.in_channels, *pe.img_size)
+    channels = pe.proj.in_channels if pe is not None else None
+    for key, v in (('mean', mean), ('std', std)):
+        if v is not None:
+            if channels is not None and len(v) != channels:
+                raise ValueError(f'--{key} needs one value per input channel ({channels}), got {list(v)}')
+            if key == 'std' and min(v) <= 0:
+                raise ValueError(f'--std must be positive, got {list(v)}')
+            cfg[key] = tuple(float(x) for x in v)
+    model.pretrained_cfg = cfg
+    return cfg
+
+
+def checkpoint_data_config(ck: Dict[str, Any]) -> Dict[str, Any]:
+    """{'mean', 'std'} a `macrl train` checkpoint was trained with ({} for one older than the record: those used
+    their architecture's cfg, which a freshly built model has)."""
+    norm = ck.get('normalization') or {}
+    return {k: tuple(norm[k]) for k in ('mean', 'std') if k in norm}
+
+
 def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
     """Local-first, sha256-checked weight resolution, handed to timm as an in-memory state dict.
 
@@ -197,6 +235,9 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
             if isinstance(cfg, dict):
                 cfg.pop('state_dict', None)
+                if vit.patch_embed.img_size is not None and vit.patch_embed.strict_img_size:
+                    # an img_size= override (e.g. fine-tuning at 64 px): resolve_data_config sizes images for it
+                    cfg['input_size'] = (vit.patch_embed.proj.in_channels, *vit.patch_embed.img_size)
     return model
 
 

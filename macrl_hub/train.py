@@ -82,6 +82,7 @@ def build_macrl(cfg: TrainConfig) -> MACRL:
         if 'Unknown model' in str(e):
             raise ValueError(f'unknown model {cfg.model!r}; e.g. {timm.list_models("macrl_*")}') from None
         raise
+    models.set_data_config(encoder, cfg.mean, cfg.std)  # what training normalises with; saved with every checkpoint
     return MACRL(encoder, **cfg.macrl_kwargs())
 
 
@@ -561,6 +562,7 @@ def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, tr
         'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
         'model_args': cfg.encoder_kwargs(),
         'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__), 'hardware': hardware(),
+        'normalization': {k: list(model.encoder.pretrained_cfg[k]) for k in ('mean', 'std')},
     }, path)
 
 

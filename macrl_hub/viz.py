@@ -157,6 +157,7 @@ def load_macrl(spec: str):
     import timm
     from . import models  # noqa: F401
     from .macrl import MACRL
+    from .models import checkpoint_data_config, set_data_config
     path = Path(spec)
     if path.is_dir() and (path / 'pretrain.safetensors').is_file():
         path = path / 'pretrain.safetensors'
@@ -168,16 +169,20 @@ def load_macrl(spec: str):
         cfg = json.loads((path.parent / 'config.json').read_text())
         arch, model_args = cfg.get('macrl_architecture') or cfg['architecture'], cfg.get('model_args', {})
         sd = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path).items()}  # fp16 copy
+        norm = {k: cfg['pretrained_cfg'][k] for k in ('mean', 'std') if k in cfg.get('pretrained_cfg', {})}
     elif path.is_file() and path.suffix in ('.pth', '.pt'):
         from .weights import load_checkpoint
         ck = load_checkpoint(path)
         if not isinstance(ck, dict) or 'macrl' not in ck or 'arch' not in ck:
             raise ValueError(f'{path} is not a `macrl train` checkpoint')
         arch, model_args, macrl_kwargs, sd = ck['arch'], ck.get('model_args') or {}, ck['macrl'], ck['model']
+        norm = checkpoint_data_config(ck)
     else:
         raise ValueError(f'reconstruction needs a `macrl train` checkpoint or an exported folder with '
                          f'pretrain.safetensors (`macrl export --full`), both with a decoder; got {spec!r}')
-    model = MACRL(timm.create_model(arch, **model_args), **macrl_kwargs)
+    encoder = timm.create_model(arch, **model_args)
+    set_data_config(encoder, **norm)  # reconstructions are shown un-normalised with what training used
+    model = MACRL(encoder, **macrl_kwargs)
     if model.decoder is None:
         raise ValueError(f'{path} was trained with objective={macrl_kwargs.get("objective")!r}: it has no decoder')
     model.load_state_dict(sd)

@@ -250,6 +250,8 @@ def test_every_architecture_exports_a_folder_plain_timm_loads(arch, model_args, 
     x = torch.randn(2, 3, model.patch_embed.img_size[0], model.patch_embed.img_size[1])
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+    # config.json states the input size of the model it rebuilds (an img_size override included), for any reader
+    assert tuple(config['pretrained_cfg']['input_size']) == tuple(x.shape[1:])
 
 
 def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypatch):
@@ -269,6 +271,7 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     assert config['architecture'] == 'vit_tiny_patch16_224' and config['model_args']['patch_size'] == 4
     assert '192-d, 1 layers, 3 heads, patch 4, 32x32 input' in (folder / 'README.md').read_text()
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    assert config['pretrained_cfg']['input_size'] == [3, 32, 32]  # not the stock 224
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.encoder.eval()(x))

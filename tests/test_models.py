@@ -62,6 +62,18 @@ def test_every_arch_builds_and_trains(arch):
     assert cfg['input_size'] == (3, a['img_size'], a['img_size'])
 
 
+def test_an_img_size_override_is_what_timm_preprocessing_sizes_for():
+    """`img_size=64` (timm resamples the position embedding of the 32 px weights): timm's own data config and
+    transform then make 64 px inputs, which the model takes (timm's stock ViTs keep saying their cfg's size)."""
+    from PIL import Image
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, img_size=64).eval()
+    cfg = timm.data.resolve_data_config({}, model=m)
+    assert cfg['input_size'] == (3, 64, 64) and cfg['mean'] == timm.create_model('macrl_vit_tiny_p4_cifar',
+                                                                                   depth=1).pretrained_cfg['mean']
+    x = timm.data.create_transform(**cfg)(Image.new('RGB', (32, 32))).unsqueeze(0)
+    assert m(x).shape == (1, 192)
+
+
 def test_classifier_tag_builds_its_head():
     m = timm.create_model('macrl_vit_tiny_p4_cifar.cifar10_lin')
     assert m.num_classes == 10 and m.pretrained_cfg['label_names'][0] == 'airplane'

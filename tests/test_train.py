@@ -257,3 +257,55 @@ def test_a_bf16_or_fp32_run_resumes_in_fp16(small_folder, tmp_path):
     assert res['step'] == 2
     ck = torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)
     assert ck['precision'] == 'fp16' and ck['scaler'].get('scale', 0) > 0  # an enabled scaler ran the fp16 step
+
+
+def test_mean_std_are_trained_with_saved_and_followed_by_eval_viz_and_export(small_folder, tmp_path, monkeypatch):
+    """`--mean/--std` normalise the training views; the checkpoint records them, so `macrl eval`, `viz` and the
+    exported config.json (what plain timm preprocesses with) normalise the same way; a name macrl_hub declares with
+    other statistics is refused, since the plugin would load it with its own."""
+    import timm
+    from macrl_hub import train as train_mod
+    from macrl_hub.evaluate import load_encoder
+    from macrl_hub.export import export
+    from macrl_hub.features import data_config
+    from macrl_hub.viz import load_macrl
+    seen = []
+    real = train_mod.PairAugment
+    monkeypatch.setattr(train_mod, 'PairAugment', lambda *a, **k: seen.append(a[1:3]) or real(*a, **k))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    out = tmp_path / 'run'
+    train(_cfg(small_folder, out, max_steps=2, mean=mean, std=std))
+    assert seen == [(mean, std)]
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert ck['normalization'] == {'mean': list(mean), 'std': list(std)}
+    assert data_config(load_encoder(str(out / 'checkpoint.pth')))[1:] == (mean, std)
+    assert data_config(load_encoder(str(out / 'checkpoint.pth'), pretrained=False))[1:] == (mean, std)
+    assert data_config(load_macrl(str(out / 'checkpoint.pth')).encoder)[1:] == (mean, std)
+    folder = export(str(out / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.mydata', str(tmp_path / 'cards'))
+    plain = timm.data.resolve_data_config({}, model=timm.create_model(f'local-dir:{folder}', pretrained=True))
+    assert (tuple(plain['mean']), tuple(plain['std']), tuple(plain['input_size'])) == (mean, std, (3, 32, 32))
+    assert 'mean (0.5, 0.4, 0.3) and std (0.2, 0.25, 0.3)' in (folder / 'README.md').read_text()
+    with pytest.raises(ValueError, match=r'--mean 0.4914 0.4822 0.4465 --std 0.247 0.2435 0.2616'):
+        export(str(out / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.cifar10', str(tmp_path / 'cards'))
+    assert not (tmp_path / 'cards' / 'macrl_vit_tiny_p4_cifar.cifar10').exists()
+    default = tmp_path / 'default'  # no flags: the architecture's CIFAR-10 statistics, refused for .cifar100
+    train(_cfg(small_folder, default, max_steps=1))
+    with pytest.raises(ValueError, match='cifar100 is declared by macrl_hub with another preprocessing'):
+        export(str(default / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.cifar100', str(tmp_path / 'cards'))
+    export(str(default / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.cifar10', str(tmp_path / 'cards'))
+
+
+def test_mean_std_flags_parse_and_are_checked():
+    import argparse
+    from macrl_hub.config import add_dataclass_args, config_from_args
+    from macrl_hub.train import build_macrl
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p)
+    cfg = config_from_args(p.parse_args(['--mean', '0.5', '0.5', '0.5', '--std', '0.2', '0.2', '0.2',
+                                         '--blur-p', '1', '0.1', '--model-args', TINY]))
+    assert cfg.mean == [0.5, 0.5, 0.5] and cfg.blur_p == [1.0, 0.1]
+    assert build_macrl(cfg).encoder.pretrained_cfg['std'] == (0.2, 0.2, 0.2)
+    with pytest.raises(ValueError, match=r'--mean needs one value per input channel \(3\)'):
+        build_macrl(config_from_args(p.parse_args(['--mean', '0.5', '--model-args', TINY])))
+    with pytest.raises(ValueError, match='--std must be positive'):
+        build_macrl(config_from_args(p.parse_args(['--std', '0', '1', '1', '--model-args', TINY])))
