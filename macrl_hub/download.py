@@ -10,13 +10,12 @@ offline machine and point MACRL_WEIGHTS_DIR at it there. The Hub is $HF_ENDPOINT
 """
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 from .pretrained import (PUBLISHED, WEIGHTS_FILE, PretrainedWeightsError, _first_line, check_sha256, hub_endpoint,
                          hub_repo_id, hub_unreachable, published_name, sha256_file, weights_dir)
+from .weights import staging_dir
 
 __all__ = ['MODEL_FILES', 'download', 'main']
 
@@ -36,9 +35,7 @@ def _download_one(name: str, to: Path) -> Path:
             f'cannot download {name!r}: the Hugging Face Hub cannot be reached ({offline}). Run `macrl download` '
             f'where it can and copy the folder here (MACRL_WEIGHTS_DIR), or use a local Hub mirror: '
             f'HF_ENDPOINT=http://host:port')
-    to.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=to, prefix=f'.{name}.', suffix='.partial'))  # same filesystem: os.replace
-    try:
+    with staging_dir(folder) as staging:  # nothing reaches `folder` until every file is in and checked
         def fetch(f: str, force: bool = False) -> None:
             try:
                 hf_hub_download(repo_id=repo_id, filename=f, local_dir=staging, endpoint=hub_endpoint(),
@@ -58,8 +55,6 @@ def _download_one(name: str, to: Path) -> Path:
         folder.mkdir(exist_ok=True)
         for f in MODEL_FILES:
             os.replace(staging / f, folder / f)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -15,8 +15,6 @@ Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -24,7 +22,7 @@ import torch
 
 from .models import (MACRL_ARCHS, architecture_args, checkpoint_data_config, checkpoint_filter_fn, declared_cfg,
                      set_data_config)
-from .weights import load_checkpoint, load_safetensors, save_safetensors
+from .weights import load_checkpoint, load_safetensors, save_safetensors, staging_dir
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
 
@@ -169,9 +167,7 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     records = read_log(log) if log.is_file() else []
     # every file is written into a staging folder beside the target and moved in only when all are written: an
     # export that fails half-way (a bad eval JSON, a model plain timm would not rebuild) leaves no partial folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{name}.', suffix='.partial'))
-    try:
+    with staging_dir(folder) as staging:
         config = write_model_files(model, staging, arch, model_args, tag, torch.float16 if fp16 else torch.float32)
         if full:
             save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
@@ -187,8 +183,6 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                 os.replace(staging / f, folder / f)
             elif (folder / f).is_file():
                 (folder / f).unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

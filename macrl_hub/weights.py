@@ -1,6 +1,7 @@
 """Reading and writing weight files safely: safetensors only, clear errors, atomic writes."""
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import IO, Any, Dict, Iterator
 
 import torch
 
-__all__ = ['load_safetensors', 'load_checkpoint', 'save_safetensors', 'atomic_open', 'atomic_torch_save',
+__all__ = ['load_safetensors', 'load_checkpoint', 'save_safetensors', 'atomic_open', 'atomic_torch_save', 'staging_dir',
            'WeightsFileError']
 
 
@@ -104,6 +105,20 @@ def atomic_open(path: os.PathLike, mode: str = 'wb') -> Iterator[IO]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def staging_dir(folder: os.PathLike) -> Iterator[Path]:
+    """A fresh hidden folder beside `folder` (`.<name>.XXXX.partial`, same filesystem, so `os.replace` from it into
+    `folder` is atomic per file) to write a set of files into; removed on exit, whatever happens. The caller moves
+    the files in once all are written, so a failure half-way leaves `folder` as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f'.{folder.name}.', suffix='.partial'))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
