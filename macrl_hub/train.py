@@ -319,7 +319,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master else None
 
     knn_interval = max(1, round(cfg.knn_every * steps_per_epoch))  # optimizer steps between kNN monitors
-    monitor_s = 0.0  # time spent in monitors by this invocation (its `time` includes them)
+    # time spent in kNN monitors since the run began (`time` and train_time include it): a resumed run continues
+    # from the log, rewound to its checkpoint above, so `time - monitor_s` is training time across invocations
+    monitor_s = max((r['monitor_s'] for r in read_log(out / 'log.jsonl') if 'monitor_s' in r), default=0.0) \
+        if master and step else 0.0
     first_step = step
     t_fit = first_step_s = None
     last_ckpt = time.time()

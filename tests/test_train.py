@@ -236,6 +236,18 @@ def test_online_knn_at_fractions_of_an_epoch_and_at_the_end(small_folder, tmp_pa
     assert [r['monitor_s'] for r in rows] == sorted(r['monitor_s'] for r in rows)
 
 
+def test_monitor_time_adds_up_across_a_resume(small_folder, tmp_path):
+    """`monitor_s` counts the whole run's monitor time, as `time` counts the whole run's: after a resume, `time -
+    monitor_s` (the training minutes of paper_table's curves) keeps rising and never counts an earlier monitor."""
+    kw = dict(knn_every=0.5, knn_train=48, knn_test=32)
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=6, **kw))
+    res = train(_cfg(small_folder, tmp_path / 'run', resume='auto', **kw))
+    rows = [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
+    assert [r['step'] for r in rows] == [3, 6, 9, 12]
+    assert rows[2]['monitor_s'] > rows[1]['monitor_s'] > 0  # not restarted at 0 by the second invocation
+    assert rows[2]['monitor_s'] - rows[1]['monitor_s'] < rows[2]['time'] - rows[1]['time']
+
+
 def test_drop_path_from_either_flag_and_a_conflict_named():
     """--model-args '{"drop_path_rate": 0.1}' (timm's own keyword) works like --drop-path 0.1 (it used to fail with
     'got multiple values for keyword argument'); the two disagreeing is an error naming both."""
