@@ -7,6 +7,7 @@ One process (CPU or one GPU):
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
     macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
     macrl train --recipe paper --data ... --out runs/paper   # the paper's settings (macrl_hub/recipes.py)
+    macrl train --data path/to/images --mean 0.5 0.5 0.5 --std 0.25 0.25 0.25 ...   # your data's statistics
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
     torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
