@@ -182,8 +182,12 @@ def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, 
 
 def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
     acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
+    capped = {k: len(train) for k in ks if k > len(train)}  # knn_predict votes over the whole bank then
+    if capped:
+        print(f'macrl eval knn: the bank holds {len(train)} images, so k={", ".join(map(str, capped))} uses all '
+              f'{len(train)} (recorded as knn_k_capped)', file=sys.stderr)
     return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),
-            'temperature': t}
+            'temperature': t, **({'knn_k_capped': {str(k): n for k, n in capped.items()}} if capped else {})}
 
 
 def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay=0.0,

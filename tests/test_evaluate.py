@@ -50,6 +50,23 @@ def test_eval_cli_prints_one_json_line(trained_ckpt, small_folder, capsys, tmp_p
     assert both['knn_top1_k5'] == knn['knn_top1_k5'] and both['knn_top1_k20'] == knn['knn_top1_k20']
 
 
+def test_a_k_above_the_bank_size_is_recorded_and_shown_on_the_card(trained_ckpt, small_folder, tmp_path, capsys):
+    """k=200 on a 192-image bank votes over the whole bank: same number as k=192, and the record and the card say
+    so (the key keeps its name, which cards and results.py parse)."""
+    from macrl_hub.export import export
+    rec = eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '20', '200',
+                     '--json-out', str(tmp_path / 'knn.json'), '--precision', 'fp32'])
+    assert rec['knn_k_capped'] == {'200': 192} and 'k=200 uses all 192' in capsys.readouterr().err
+    whole = eval_main(['knn', '--model', str(trained_ckpt), '--data', str(small_folder), '--k', '192',
+                       '--precision', 'fp32'])
+    assert rec['knn_top1_k200'] == whole['knn_top1_k192'] and 'knn_k_capped' not in whole
+    arch = torch.load(trained_ckpt, weights_only=True)['arch']
+    card = (export(str(trained_ckpt), f'{arch}.mine', str(tmp_path / 'cards'), [str(tmp_path / 'knn.json')])
+            / 'README.md').read_text()
+    row200, row20 = [next(l for l in card.splitlines() if l.startswith(f'| kNN top-1 (k={k})')) for k in (200, 20)]
+    assert '(k capped at 192, the whole bank)' in row200 and 'capped' not in row20
+
+
 def test_bad_model_specs(tmp_path):
     with pytest.raises(ValueError, match='unknown model'):
         load_encoder('vit_does_not_exist')
