@@ -170,13 +170,19 @@ def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckp
 
     def spy(*a, **kw):
         feats = orig(*a, **kw)
-        return lambda idx: (calls.append(len(idx)), feats(idx))[1]
+        return lambda idx: (lambda f: (calls.append((idx.clone(), f)), f)[1])(feats(idx))
     monkeypatch.setattr(ev, '_augmented_features', spy)
     paper = eval_main(['linear', *base, '--protocol', 'paper', '--epochs', '2'])
     assert (paper['probe_optimizer'], paper['probe_weight_decay'], paper['probe_augment'], paper['probe_lr']) == \
         ('adamw', 0.0, True, 0.1)
     assert paper['probe_epochs'] == 2  # the flag given wins over the protocol's 200
-    assert sum(calls) >= 2 * 192  # each epoch drew fresh augmented features of all 192 images
+    assert sum(len(i) for i, _ in calls) >= 2 * 192  # each epoch drew augmented features of all 192 images
+    seen = {}  # image -> its features per draw: fresh crops each epoch, not one augmented copy reused
+    for idx, f in calls:
+        for i, row in zip(idx.tolist(), f):
+            seen.setdefault(i, []).append(row)
+    assert all(len(v) >= 2 for v in seen.values()) and len(seen) == 192
+    assert all(not torch.equal(v[0], v[1]) for v in seen.values())
     assert paper['linear_top1'] != fast['linear_top1'] or paper['linear_train_top1'] != fast['linear_train_top1']
     captured = {}
     monkeypatch.setattr(ev, 'eval_finetune', lambda model, data, **kw: captured.update(kw) or
