@@ -185,6 +185,10 @@ def test_prediction_does_not_depend_on_the_order_of_visible_tokens():
         pred_c = model.forward_decoder(model.forward_encoder(x, ids_c), restore_c)
     torch.testing.assert_close(pred_a, pred_b, rtol=0, atol=1e-5)  # position by position
     assert not torch.allclose(pred_a, pred_c, atol=1e-3)  # another visible set does change the prediction
+    # the decoder's position embedding tells the mask tokens apart: without it every masked position of an image
+    # would get one and the same prediction (identical mask tokens, attention blind to order)
+    masked = pred_a[mask_a.bool()].view(B, L - keep, -1)  # (B, masked, p*p*C)
+    assert (masked[:, 1:] - masked[:, :1]).abs().amax(dim=-1).min() > 1e-4
 
 
 # -- mim_loss = rec(x_1, x1) + rec(x_2, x2) ---------------------------------------------------------
