@@ -92,15 +92,17 @@ def _check_declared(model, name: str) -> None:
     if declared is None:
         return
     have = model.pretrained_cfg
-    diff = [f'{k} {tuple(have[k])} (declared {tuple(declared[k])})' for k in ('input_size', 'mean', 'std')
-            if len(have[k]) != len(declared[k]) or any(abs(a - b) > 1e-6 for a, b in zip(have[k], declared[k]))]
-    if diff:
-        fix = ' '.join(f'--{k} ' + ' '.join(f'{x:g}' for x in declared[k]) for k in ('mean', 'std'))
+    differ = [k for k in ('input_size', 'mean', 'std') if len(have[k]) != len(declared[k]) or
+              any(abs(a - b) > 1e-6 for a, b in zip(have[k], declared[k]))]
+    if differ:
+        fix = ' '.join(f'--{k} ' + ' '.join(f'{x:g}' for x in declared[k]) for k in ('mean', 'std') if k in differ)
+        if 'input_size' in differ:
+            fix += f' --model-args \'{{"img_size": {declared["input_size"][-1]}}}\''
+        diff = '; '.join(f'{k} {tuple(have[k])} (declared {tuple(declared[k])})' for k in differ)
         raise ValueError(f'{name} is declared by macrl_hub with another preprocessing than this checkpoint was '
-                         f'trained with: {"; ".join(diff)}. `timm.create_model({name!r}, pretrained=True)` would '
-                         f'feed it wrongly normalised or sized images. Train with `macrl train {fix}` (and the '
-                         f'declared input size) for this name, or export under a tag of your own, e.g. '
-                         f'{name.split(".")[0]}.mydata')
+                         f'trained with: {diff}. `timm.create_model({name!r}, pretrained=True)` would feed it '
+                         f'wrongly normalised or sized images. Train with `macrl train {fix.strip()}` for this name, '
+                         f'or export under a tag of your own, e.g. {name.split(".")[0]}.mydata')
 
 
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,

@@ -18,7 +18,7 @@ def data_config(model: nn.Module):
     cfg = resolve_data_config({}, model=model)
     size = cfg['input_size'][-1]
     pe = getattr(model, 'patch_embed', None)
-    if pe is not None and getattr(pe, 'img_size', None) and not getattr(pe, 'dynamic_img_size', False):
+    if pe is not None and getattr(pe, 'img_size', None):  # what its position embedding was built for
         size = pe.img_size[-1]
     return size, cfg['mean'], cfg['std']
 

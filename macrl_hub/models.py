@@ -31,7 +31,7 @@ from .weights import load_safetensors
 
 __all__ = ['MACRL_ARCHS', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
            'CIFAR10_CLASSES', 'architecture_args', 'check_input', 'checkpoint_filter_fn', 'set_data_config',
-           'checkpoint_data_config', 'declared_cfg']
+           'checkpoint_data_config', 'declared_cfg', 'image_channels']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -177,9 +177,9 @@ def set_data_config(model: nn.Module, mean: Optional[Sequence[float]] = None,
     written from it) then agrees with training. Returns the new cfg (a copy; other models keep theirs)."""
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     pe = getattr(model, 'patch_embed', None)
-    if pe is not None and getattr(pe, 'img_size', None) and not getattr(pe, 'dynamic_img_size', False):
-        cfg['input_size'] = (pe.proj.in_channels, *pe.img_size)
-    channels = pe.proj.in_channels if pe is not None else None
+    channels = image_channels(model)
+    if pe is not None and getattr(pe, 'img_size', None):  # the size its position embedding was built for
+        cfg['input_size'] = (channels or 3, *pe.img_size)
     for key, v in (('mean', mean), ('std', std)):
         if v is not None:
             if channels is not None and len(v) != channels:
@@ -189,6 +189,17 @@ def set_data_config(model: nn.Module, mean: Optional[Sequence[float]] = None,
             cfg[key] = tuple(float(x) for x in v)
     model.pretrained_cfg = cfg
     return cfg
+
+
+def image_channels(model: nn.Module) -> Optional[int]:
+    """Channels of the images `model` takes: its patch projection's input, except for a hybrid ViT (a CNN backbone
+    before the projection; timm's HybridEmbed), whose cfg's input_size says it; None without a patch embedding."""
+    pe = getattr(model, 'patch_embed', None)
+    if pe is None:
+        return None
+    if getattr(pe, 'backbone', None) is not None:
+        return int((getattr(model, 'pretrained_cfg', None) or {}).get('input_size', (3,))[0])
+    return pe.proj.in_channels
 
 
 def checkpoint_data_config(ck: Dict[str, Any]) -> Dict[str, Any]:
@@ -235,9 +246,8 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
             if isinstance(cfg, dict):
                 cfg.pop('state_dict', None)
-                if vit.patch_embed.img_size is not None and vit.patch_embed.strict_img_size:
-                    # an img_size= override (e.g. fine-tuning at 64 px): resolve_data_config sizes images for it
-                    cfg['input_size'] = (vit.patch_embed.proj.in_channels, *vit.patch_embed.img_size)
+                if vit.patch_embed.img_size is not None:  # an img_size= override (e.g. fine-tuning at 64 px):
+                    cfg['input_size'] = (vit.patch_embed.proj.in_channels, *vit.patch_embed.img_size)  # sized for it
     return model
 
 

@@ -285,6 +285,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             cfg = dataclasses.replace(cfg, total_steps=fitted)
             total_steps, fit = fitted, False
         _check_resume_compatible(ck, cfg)
+        _check_same_normalization(ck, cfg, model.encoder.pretrained_cfg, resume)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])
         if ck.get('scaler'):  # {} from a disabled scaler (a bf16/fp32 run): a run resumed in fp16 starts a fresh one
@@ -521,10 +522,34 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v  # flags give lists, configs hold tuples
 
 
+#: compared by what they resolve to (`_check_same_normalization`): None means the architecture's cfg, and a
+#: checkpoint older than these flags has no entry for them
+NORMALIZATION = ('mean', 'std')
+
+
 def _clashes(saved: Dict[str, Any], asked: Dict[str, Any]) -> Dict[str, tuple]:
     """{key: (saved, asked)} for the settings a resumed run may not change (all but RUN_CONTROL)."""
     return {k: (saved[k], v) for k, v in asked.items()
-            if k in saved and k not in RUN_CONTROL and _norm(v) != _norm(saved[k])}
+            if k in saved and k not in RUN_CONTROL + NORMALIZATION and _norm(v) != _norm(saved[k])}
+
+
+def _check_same_normalization(ck: Dict[str, Any], cfg: TrainConfig, asked: Dict[str, Any], path: str) -> None:
+    """A resumed run normalises as it was trained: the checkpoint's record, or for one older than the record its
+    architecture's cfg; ValueError if --mean/--std (resolved) ask for something else."""
+    import timm
+    from .models import checkpoint_data_config
+    recorded = checkpoint_data_config(ck)
+    if not recorded:
+        with torch.device('meta'):
+            enc = timm.create_model(cfg.model, pretrained=False, num_classes=0, **cfg.encoder_kwargs())
+        recorded = {k: tuple(enc.pretrained_cfg[k]) for k in NORMALIZATION}
+    differ = [k for k in NORMALIZATION if len(recorded[k]) != len(asked[k]) or
+              any(abs(a - b) > 1e-6 for a, b in zip(recorded[k], asked[k]))]
+    if differ:
+        raise ValueError(f'cannot resume {path}: the run was trained with ' + ', '.join(
+            f'--{k} {" ".join(f"{x:g}" for x in recorded[k])}' for k in differ) + ', this command asks for ' +
+            ', '.join(f'--{k} {" ".join(f"{x:g}" for x in asked[k])}' for k in differ) +
+            ' (drop these flags to continue the run as it was, or start a new --out)')
 
 
 def _resume_path(cfg: TrainConfig) -> Optional[Path]:

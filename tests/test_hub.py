@@ -236,6 +236,7 @@ def test_model_source_of_every_spec_rebuilds_the_architecture(exported, tmp_path
 @pytest.mark.parametrize('arch,model_args', [
     *[(a, {'depth': 1}) for a in sorted(__import__('macrl_hub.models', fromlist=['MACRL_ARCHS']).MACRL_ARCHS)],
     ('vit_tiny_patch16_224', {'img_size': 32, 'patch_size': 4, 'depth': 1}),  # `macrl train --model vit_*`
+    ('vit_tiny_r_s16_p8_224', {'depth': 1}),  # hybrid (CNN stem): a fine-tune's `--out` folder of one
 ])
 def test_every_architecture_exports_a_folder_plain_timm_loads(arch, model_args, tmp_path):
     """config.json names a stock timm ViT that rebuilds the encoder exactly (512-d: not timm's ViT-Medium, whose

@@ -307,6 +307,27 @@ def test_mean_std_are_trained_with_saved_and_followed_by_eval_viz_and_export(sma
     export(str(default / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.cifar10', str(tmp_path / 'cards'))
 
 
+def test_a_resumed_run_keeps_its_normalisation(small_folder, tmp_path):
+    """--mean/--std on resume are compared by what they resolve to: the architecture's own values given explicitly
+    continue the run; others are refused, naming both; a checkpoint older than the record counts as trained with
+    its architecture's cfg, so new flags cannot slip in half way."""
+    from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
+    out = tmp_path / 'run'
+    train(_cfg(small_folder, out, max_steps=1))
+    train(_cfg(small_folder, out, max_steps=1, resume='auto', mean=CIFAR10_MEAN, std=CIFAR10_STD))
+    assert torch.load(out / 'checkpoint.pth', weights_only=True)['step'] == 2
+    with pytest.raises(ValueError, match=r'trained with --mean 0.4914 0.4822 0.4465, this command asks for '
+                                         r'--mean 0.5 0.5 0.5'):
+        train(_cfg(small_folder, out, max_steps=1, resume='auto', mean=(0.5, 0.5, 0.5)))
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)  # as written before the normalisation record
+    del ck['normalization'], ck['config']['mean'], ck['config']['std']
+    torch.save(ck, out / 'checkpoint.pth')
+    with pytest.raises(ValueError, match='--std 0.247 0.2435 0.2616, this command asks for --std 0.5 0.5 0.5'):
+        train(_cfg(small_folder, out, max_steps=1, resume='auto', std=(0.5, 0.5, 0.5)))
+    train(_cfg(small_folder, out, max_steps=1, resume='auto'))
+    assert torch.load(out / 'checkpoint.pth', weights_only=True)['normalization']['mean'] == list(CIFAR10_MEAN)
+
+
 def test_mean_std_flags_parse_and_are_checked():
     import argparse
     from macrl_hub.config import add_dataclass_args, config_from_args
