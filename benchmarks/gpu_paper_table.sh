@@ -7,7 +7,7 @@
 #   before:    git rm -r -q --cached model_cards && echo /model_cards/ >> .git/info/exclude   (over 64 MiB to carry)
 #   the call:  run(command="bash benchmarks/gpu_paper_table.sh", carry=[".data", ".whl"], timeout_s=600)
 #   after:     git reset -q model_cards && grep -vx /model_cards/ .git/info/exclude > e.tmp; mv e.tmp .git/info/exclude
-#   then:      cp <files_at>/paper_table.* <files_at>/paper_curves*.png benchmarks/results/gpu/  (and README)
+#   then:      mkdir -p benchmarks/results/gpu && cp <files_at>/paper_table.* <files_at>/paper_curves*.png benchmarks/results/gpu/  (and README)
 # Sizing (H200, ViT-Ti/4, measured in earlier calls: eager step 16,292 img/s at batch 1024, ~11.4k img/s in
 # `macrl train`): 8 MACRL-epochs of FLOPs per row is ~40 s of training; 6 training rows + 2 random + 3 ablations,
 # with data decode and evaluation, fit in JOB_S=540 s.

@@ -1,8 +1,13 @@
 """The `macrl` command: one entry point, one subcommand per module.
 
     macrl train ...      pretrain (macrl_hub/train.py)
-    macrl eval ...       knn | linear | finetune (macrl_hub/evaluate.py)
+    macrl eval ...       knn | linear | knn+linear | finetune | classify (macrl_hub/evaluate.py)
     macrl models         architectures, tags, and whether weights are available locally
+    macrl download ...   published weights into a local weights folder (macrl_hub/download.py)
+    macrl export ...     a checkpoint as model_cards/<arch>.<tag>/ (macrl_hub/export.py)
+    macrl push ...       a model folder to the Hugging Face Hub (macrl_hub/push.py)
+    macrl viz ...        attention maps and reconstructions (macrl_hub/viz.py)
+    macrl demo ...       published encoder -> kNN on CIFAR-10 -> attention-map PNG (macrl_hub/demo.py)
     macrl --version      the installed macrl-hub version
     macrl --debug <command> ...   on an error, the full traceback instead of one line
 

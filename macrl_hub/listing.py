@@ -24,3 +24,7 @@ def main(argv: Optional[list] = None) -> None:
             local = next((path for _, path in local_sources(name) if path.is_file()), None)
             where = ('no weights yet' if not sha else f'local: {local}' if local else f'hub: {hub_repo_id(name)}')
             print(f'    .{name.split(".", 1)[1]:14s} {"published" if sha else "planned":10s} {where}')
+
+
+if __name__ == '__main__':
+    main()

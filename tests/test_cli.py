@@ -121,9 +121,9 @@ def test_models_listing_and_module_entry_points():
     out = subprocess.run([sys.executable, '-m', 'macrl_hub.cli', 'models'], capture_output=True, text=True,
                          cwd=str(ROOT), check=True).stdout
     assert 'macrl_vit_tiny_p4_cifar' in out and '.cifar10_lin' in out
-    for mod in ('train', 'evaluate', 'export', 'viz', 'demo', 'push'):
-        r = subprocess.run([sys.executable, '-m', f'macrl_hub.{mod}', '-h'], capture_output=True, text=True,
-                           cwd=str(ROOT))
+    from macrl_hub.cli import _COMMANDS
+    for mod, _ in _COMMANDS.values():  # the README: each command is also `python -m macrl_hub.<module>`
+        r = subprocess.run([sys.executable, '-m', mod, '-h'], capture_output=True, text=True, cwd=str(ROOT))
         assert r.returncode == 0 and 'usage' in r.stdout, mod
 
 
