@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .models import (MACRL_ARCHS, architecture_args, checkpoint_data_config, checkpoint_filter_fn, declared_cfg,
-                     set_data_config)
+from .models import (MACRL_ARCHS, NORMALIZATION, architecture_args, cfg_differences, cfg_flags,
+                     checkpoint_data_config, checkpoint_filter_fn, declared_cfg, set_data_config)
 from .weights import load_checkpoint, load_safetensors, save_safetensors, staging_dir
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
@@ -92,10 +92,9 @@ def _check_declared(model, name: str) -> None:
     if declared is None:
         return
     have = model.pretrained_cfg
-    differ = [k for k in ('input_size', 'mean', 'std') if len(have[k]) != len(declared[k]) or
-              any(abs(a - b) > 1e-6 for a, b in zip(have[k], declared[k]))]
+    differ = cfg_differences(have, declared, ('input_size', *NORMALIZATION))
     if differ:
-        fix = ' '.join(f'--{k} ' + ' '.join(f'{x:g}' for x in declared[k]) for k in ('mean', 'std') if k in differ)
+        fix = cfg_flags(declared, [k for k in NORMALIZATION if k in differ])
         if 'input_size' in differ:
             fix += f' --model-args \'{{"img_size": {declared["input_size"][-1]}}}\''
         diff = '; '.join(f'{k} {tuple(have[k])} (declared {tuple(declared[k])})' for k in differ)

@@ -16,10 +16,8 @@ def data_config(model: nn.Module):
     fixed-size ViT from its patch embedding, which an `img_size=` override changes and the cfg does not."""
     from timm.data import resolve_data_config
     cfg = resolve_data_config({}, model=model)
-    size = cfg['input_size'][-1]
-    pe = getattr(model, 'patch_embed', None)
-    if pe is not None and getattr(pe, 'img_size', None):  # what its position embedding was built for
-        size = pe.img_size[-1]
+    from .models import input_size
+    size = (input_size(model) or cfg['input_size'])[-1]  # a ViT's own (an img_size= override), else the cfg's
     return size, cfg['mean'], cfg['std']
 
 

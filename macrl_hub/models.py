@@ -18,7 +18,7 @@ Names (`arch.tag`; `timm.list_models('macrl_*')`, `timm.list_pretrained('macrl_*
   macrl_vit_medium_p8_64       512-d, 12 layers, 4 heads, 64x64, patch 8   (paper's Tiny-ImageNet)
   macrl_vit_medium_d4_p16_224  512-d,  4 layers, 4 heads, 224x224, patch 16 (paper's Imagenette/woof)
 """
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ from .weights import load_safetensors
 
 __all__ = ['MACRL_ARCHS', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
            'CIFAR10_CLASSES', 'architecture_args', 'check_input', 'checkpoint_filter_fn', 'set_data_config',
-           'checkpoint_data_config', 'declared_cfg', 'image_channels']
+           'checkpoint_data_config', 'declared_cfg', 'image_channels', 'input_size', 'cfg_differences',
+           'cfg_flags', 'NORMALIZATION']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -161,6 +162,10 @@ def _timm_cfgs(table: Dict[str, Optional[str]], archs: Iterable[str]) -> Dict[st
 default_cfgs = generate_default_cfgs(_timm_cfgs(PUBLISHED, MACRL_ARCHS))
 
 
+#: the pretrained_cfg keys `macrl train --mean/--std` set and a checkpoint records
+NORMALIZATION = ('mean', 'std')
+
+
 def declared_cfg(name: str) -> Optional[Dict[str, Any]]:
     """The timm cfg macrl_hub registers (or will, once it has weights) for `arch.tag`; None for a name it does not
     declare. What `timm.create_model(name, pretrained=True)` preprocesses with, whatever config.json says."""
@@ -176,10 +181,9 @@ def set_data_config(model: nn.Module, mean: Optional[Sequence[float]] = None,
     --mean/--std`). Everything that preprocesses from the cfg (timm's resolve_data_config, our eval, a config.json
     written from it) then agrees with training. Returns the new cfg (a copy; other models keep theirs)."""
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
-    pe = getattr(model, 'patch_embed', None)
-    channels = image_channels(model)
-    if pe is not None and getattr(pe, 'img_size', None):  # the size its position embedding was built for
-        cfg['input_size'] = (channels or 3, *pe.img_size)
+    channels, size = image_channels(model), input_size(model)
+    if size is not None:
+        cfg['input_size'] = size
     for key, v in (('mean', mean), ('std', std)):
         if v is not None:
             if channels is not None and len(v) != channels:
@@ -202,11 +206,31 @@ def image_channels(model: nn.Module) -> Optional[int]:
     return pe.proj.in_channels
 
 
+def input_size(model: nn.Module) -> Optional[Tuple[int, ...]]:
+    """(C, H, W) `model` takes: the size its patch embedding's position embedding was built for (an `img_size=`
+    override changes it, timm's cfg does not follow); None without a patch embedding of fixed size."""
+    pe = getattr(model, 'patch_embed', None)
+    if pe is None or not getattr(pe, 'img_size', None):
+        return None
+    return (image_channels(model) or 3, *pe.img_size)
+
+
+def cfg_differences(have: Dict[str, Any], want: Dict[str, Any], keys: Sequence[str]) -> List[str]:
+    """The `keys` whose number sequences (input_size, mean, std) differ between two cfgs: in length, or in any entry
+    by more than 1e-6 (JSON and float32 round trips)."""
+    return [k for k in keys if len(have[k]) != len(want[k]) or any(abs(a - b) > 1e-6 for a, b in zip(have[k], want[k]))]
+
+
+def cfg_flags(cfg: Dict[str, Any], keys: Sequence[str]) -> str:
+    """`macrl train` flags that give `cfg`'s `keys`: {'mean': (0.5, 0.4)} -> '--mean 0.5 0.4'."""
+    return ' '.join(f'--{k} ' + ' '.join(f'{x:g}' for x in cfg[k]) for k in keys)
+
+
 def checkpoint_data_config(ck: Dict[str, Any]) -> Dict[str, Any]:
     """{'mean', 'std'} a `macrl train` checkpoint was trained with ({} for one older than the record: those used
     their architecture's cfg, which a freshly built model has)."""
     norm = ck.get('normalization') or {}
-    return {k: tuple(norm[k]) for k in ('mean', 'std') if k in norm}
+    return {k: tuple(norm[k]) for k in NORMALIZATION if k in norm}
 
 
 def _pretrained_overlay(variant: str, kwargs: Dict[str, Any]) -> None:
@@ -246,8 +270,8 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
             if isinstance(cfg, dict):
                 cfg.pop('state_dict', None)
-                if vit.patch_embed.img_size is not None:  # an img_size= override (e.g. fine-tuning at 64 px):
-                    cfg['input_size'] = (vit.patch_embed.proj.in_channels, *vit.patch_embed.img_size)  # sized for it
+                if input_size(vit) is not None:  # an img_size= override (e.g. fine-tuning at 64 px): sized for it
+                    cfg['input_size'] = input_size(vit)
     return model
 
 

@@ -38,6 +38,7 @@ from .config import TrainConfig, add_dataclass_args, check_flags, config_from_ar
 from .data import default_data, load_dataset
 from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
+from .models import NORMALIZATION
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
@@ -522,13 +523,10 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v  # flags give lists, configs hold tuples
 
 
-#: compared by what they resolve to (`_check_same_normalization`): None means the architecture's cfg, and a
-#: checkpoint older than these flags has no entry for them
-NORMALIZATION = ('mean', 'std')
-
-
 def _clashes(saved: Dict[str, Any], asked: Dict[str, Any]) -> Dict[str, tuple]:
-    """{key: (saved, asked)} for the settings a resumed run may not change (all but RUN_CONTROL)."""
+    """{key: (saved, asked)} for the settings a resumed run may not change (all but RUN_CONTROL). Not --mean/--std:
+    those are compared by what they resolve to (`_check_same_normalization`), since None means the architecture's
+    cfg and a checkpoint older than these flags has no entry for them."""
     return {k: (saved[k], v) for k, v in asked.items()
             if k in saved and k not in RUN_CONTROL + NORMALIZATION and _norm(v) != _norm(saved[k])}
 
@@ -537,19 +535,17 @@ def _check_same_normalization(ck: Dict[str, Any], cfg: TrainConfig, asked: Dict[
     """A resumed run normalises as it was trained: the checkpoint's record, or for one older than the record its
     architecture's cfg; ValueError if --mean/--std (resolved) ask for something else."""
     import timm
-    from .models import checkpoint_data_config
+    from .models import cfg_differences, cfg_flags, checkpoint_data_config
     recorded = checkpoint_data_config(ck)
     if not recorded:
         with torch.device('meta'):
             enc = timm.create_model(cfg.model, pretrained=False, num_classes=0, **cfg.encoder_kwargs())
         recorded = {k: tuple(enc.pretrained_cfg[k]) for k in NORMALIZATION}
-    differ = [k for k in NORMALIZATION if len(recorded[k]) != len(asked[k]) or
-              any(abs(a - b) > 1e-6 for a, b in zip(recorded[k], asked[k]))]
+    differ = cfg_differences(recorded, asked, NORMALIZATION)
     if differ:
-        raise ValueError(f'cannot resume {path}: the run was trained with ' + ', '.join(
-            f'--{k} {" ".join(f"{x:g}" for x in recorded[k])}' for k in differ) + ', this command asks for ' +
-            ', '.join(f'--{k} {" ".join(f"{x:g}" for x in asked[k])}' for k in differ) +
-            ' (drop these flags to continue the run as it was, or start a new --out)')
+        raise ValueError(f'cannot resume {path}: the run was trained with {cfg_flags(recorded, differ)}, this command '
+                         f'asks for {cfg_flags(asked, differ)} (drop these flags to continue the run as it was, or '
+                         f'start a new --out)')
 
 
 def _resume_path(cfg: TrainConfig) -> Optional[Path]:
@@ -591,7 +587,7 @@ def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, tr
         'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
         'model_args': cfg.encoder_kwargs(),
         'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__), 'hardware': hardware(),
-        'normalization': {k: list(model.encoder.pretrained_cfg[k]) for k in ('mean', 'std')},
+        'normalization': {k: list(model.encoder.pretrained_cfg[k]) for k in NORMALIZATION},
     }, path)
 
 
