@@ -117,14 +117,33 @@ def test_bad_input_is_one_line_and_exit_1(capsys, tmp_path):
     assert main(['frobnicate']) == 2
 
 
+# Runs each module as `python -m` does (runpy, run_name='__main__'), all in one child process: one torch import
+# instead of one per command.
+_RUN_EACH_AS_MAIN = """
+import contextlib, io, runpy, sys, warnings
+warnings.simplefilter('ignore', RuntimeWarning)  # 'found in sys.modules': a module the package imported already
+for mod in sys.argv[1:]:
+    sys.argv, out = [mod, '-h'], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module(mod, run_name='__main__', alter_sys=True)
+        code = 'returned without exiting'
+    except SystemExit as e:
+        code = e.code
+    print(mod, code, 'usage' in out.getvalue())
+"""
+
+
 def test_models_listing_and_module_entry_points():
     out = subprocess.run([sys.executable, '-m', 'macrl_hub.cli', 'models'], capture_output=True, text=True,
                          cwd=str(ROOT), check=True).stdout
     assert 'macrl_vit_tiny_p4_cifar' in out and '.cifar10_lin' in out
     from macrl_hub.cli import _COMMANDS
-    for mod, _ in _COMMANDS.values():  # the README: each command is also `python -m macrl_hub.<module>`
-        r = subprocess.run([sys.executable, '-m', mod, '-h'], capture_output=True, text=True, cwd=str(ROOT))
-        assert r.returncode == 0 and 'usage' in r.stdout, mod
+    mods = [mod for mod, _ in _COMMANDS.values()]  # the README: each command is also `python -m macrl_hub.<module>`
+    r = subprocess.run([sys.executable, '-c', _RUN_EACH_AS_MAIN, *mods], capture_output=True, text=True,
+                       cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f'{mod} 0 True' for mod in mods], r.stdout + r.stderr
 
 
 def test_models_lists_published_and_planned_tags_and_where_weights_are(capsys, monkeypatch, tmp_path):
