@@ -53,6 +53,10 @@ class ImageTensors:
         if n <= 0 or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return self.select(idx)
+
+    def select(self, idx: Tensor) -> 'ImageTensors':
+        """The images at `idx` (a 1-d index tensor), same classes and source."""
         return ImageTensors(self.images[idx], self.labels[idx], self.classes, self.source, self.skipped)
 
 

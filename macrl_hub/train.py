@@ -6,6 +6,8 @@ One process (CPU or one GPU):
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
     macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
+    Ctrl-C (SIGINT) or SIGTERM: the step in flight finishes, a checkpoint is written, exit 130 / 143; a second
+    signal stops at once (the last checkpoint stays whole). Then `--resume auto` continues.
     macrl train --recipe paper --data ... --out runs/paper   # the paper's settings (macrl_hub/recipes.py)
     macrl train --data path/to/images --mean 0.5 0.5 0.5 --std 0.25 0.25 0.25 ...   # your data's statistics
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
@@ -24,7 +26,9 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -56,6 +60,36 @@ FIT_SKIP, FIT_STEPS = 3, 20  # --fit-budget: steps left out (compilation, warm-u
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class _StopOnSignal:
+    """While training: SIGINT / SIGTERM ask the loop to stop after the step in flight, with a checkpoint (a kill
+    between checkpoints would lose up to --ckpt-every-min of work). The first signal puts the previous handlers
+    back, so a second one acts at once. Outside the main thread (no handlers can be set there) it does nothing."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._old: Dict[int, Any] = {}
+
+    def __enter__(self) -> '_StopOnSignal':
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        self._restore()
+        print(f'\nmacrl train: {signal.Signals(signum).name}: stopping after this step with a checkpoint '
+              '(send it again to stop at once)', file=sys.stderr, flush=True)
+
+    def _restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
 
 
 # -- setup helpers ---------------------------------------------------------------------------------
@@ -314,8 +348,8 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
-    if master and step:
-        _rewind_log(out / 'log.jsonl', step)  # rows a killed invocation wrote after its last checkpoint
+    if master:  # rows a killed invocation wrote after its last checkpoint (all of them when it left none)
+        _rewind_log(out / 'log.jsonl', step)
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
     test_data = _test_split(cfg, model.img_size[0]) if master and (cfg.knn_every or cfg.final_knn) else None
@@ -339,111 +373,113 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     perm, perm_epoch = None, -1
     drop_path = any(getattr(m, 'drop_prob', 0.0) > 0 for m in model.modules())  # timm's DropPath
     model.train()
-    while step < max_steps:
-        epoch, pos = divmod(step, steps_per_epoch)
-        if perm_epoch != epoch:
-            perm, perm_epoch = epoch_permutation(n, cfg.seed, epoch), epoch
-        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(data.images.device)
-        g = _step_generator(cfg.seed, step, device)
-        if drop_path:  # stochastic depth draws from the global RNG: seeded per (seed, step, rank), resume stays exact
-            torch.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + rank()) % (2 ** 63))
-        batch = data.images[idx].to(device, non_blocking=True)
-        x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice
-        noise = torch.rand(2, cfg.batch_size, model.num_patches, device=device, generator=g)  # masks, global
-        noise = noise if model.views == 'both' else noise[:1]  # views='asymmetric': only x1 is masked
-        cur_lr = lr_at(step, total_steps, warmup_steps, lr, cfg.min_lr)
-        for group in opt.param_groups:
-            group['lr'] = cur_lr
-        m = cosine_momentum(step, total_steps, cfg.momentum)
-        sums: Dict[str, float] = {}
-        for a in range(cfg.accum_steps):
-            lo = (a * ws + rank()) * micro
-            sync = a == cfg.accum_steps - 1
-            ctx = ddp_model.no_sync() if (ws > 1 and not sync) else contextlib.nullcontext()
-            with ctx:
-                with autocast(device, precision):
-                    losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro],
-                                       mask_noise=noise[:, lo:lo + micro].reshape(len(noise) * micro, -1))
-                scaler.scale(losses['loss'] / cfg.accum_steps).backward()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + _global_mean(v.detach()) / cfg.accum_steps
-        if not math.isfinite(sums['loss']):
-            stop_reason = 'diverged'
-            break
-        if cfg.clip_grad:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        model.update_momentum(m)
-        step += 1
-        imgs_seg += cfg.batch_size
-        last = sums
-        if first_step_s is None:
-            _sync(device)
-            first_step_s = time.time() - t_start
-            if master:
-                print(f'  first step done {first_step_s:.1f} s after start (data, model' +
-                      (', compilation)' if compiled else ')'), flush=True)
-        if fit and step == first_step + FIT_SKIP:
-            _sync(device)
-            t_fit = time.time()
-        elif fit and step == first_step + FIT_SKIP + FIT_STEPS:
-            _sync(device)
-            rate = FIT_STEPS / (time.time() - t_fit)  # optimizer steps per second
-            left = budget - (time.time() - t_start)
-            # 3% kept for checkpoints and kNN monitor passes; never past --epochs
-            fitted = min(step + max(1, int(0.97 * rate * left)), cfg.epochs * steps_per_epoch)
-            fitted = from_rank0(fitted, device)  # one schedule for all ranks (each timed its own steps)
-            total_steps, fit = fitted, False
-            warmup_steps = min(warmup_steps, total_steps // 2)
-            max_steps = int(min(total_steps, step_limit))
-            cfg = dataclasses.replace(cfg, total_steps=total_steps)  # saved with the run: resume keeps it
-            if master:
-                (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-                rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,  # no img_per_s:
-                           epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # not a training row
+    with _StopOnSignal() as stopper:
+        while step < max_steps:
+            epoch, pos = divmod(step, steps_per_epoch)
+            if perm_epoch != epoch:
+                perm, perm_epoch = epoch_permutation(n, cfg.seed, epoch), epoch
+            idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size].to(data.images.device)
+            g = _step_generator(cfg.seed, step, device)
+            if drop_path:  # stochastic depth draws from the global RNG: seeded per (seed, step, rank), resume stays exact
+                torch.manual_seed(((cfg.seed * 1_000_003 + step) * 1009 + rank()) % (2 ** 63))
+            batch = data.images[idx].to(device, non_blocking=True)
+            x1, x2 = aug(batch, g)  # global batch, same on every rank; each takes its slice
+            noise = torch.rand(2, cfg.batch_size, model.num_patches, device=device, generator=g)  # masks, global
+            noise = noise if model.views == 'both' else noise[:1]  # views='asymmetric': only x1 is masked
+            cur_lr = lr_at(step, total_steps, warmup_steps, lr, cfg.min_lr)
+            for group in opt.param_groups:
+                group['lr'] = cur_lr
+            m = cosine_momentum(step, total_steps, cfg.momentum)
+            sums: Dict[str, float] = {}
+            for a in range(cfg.accum_steps):
+                lo = (a * ws + rank()) * micro
+                sync = a == cfg.accum_steps - 1
+                ctx = ddp_model.no_sync() if (ws > 1 and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with autocast(device, precision):
+                        losses = fwd_model(x1[lo:lo + micro], x2[lo:lo + micro],
+                                           mask_noise=noise[:, lo:lo + micro].reshape(len(noise) * micro, -1))
+                    scaler.scale(losses['loss'] / cfg.accum_steps).backward()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + _global_mean(v.detach()) / cfg.accum_steps
+            if not math.isfinite(sums['loss']):
+                stop_reason = 'diverged'
+                break
+            if cfg.clip_grad:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            model.update_momentum(m)
+            step += 1
+            imgs_seg += cfg.batch_size
+            last = sums
+            if first_step_s is None:
+                _sync(device)
+                first_step_s = time.time() - t_start
+                if master:
+                    print(f'  first step done {first_step_s:.1f} s after start (data, model' +
+                          (', compilation)' if compiled else ')'), flush=True)
+            if fit and step == first_step + FIT_SKIP:
+                _sync(device)
+                t_fit = time.time()
+            elif fit and step == first_step + FIT_SKIP + FIT_STEPS:
+                _sync(device)
+                rate = FIT_STEPS / (time.time() - t_fit)  # optimizer steps per second
+                left = budget - (time.time() - t_start)
+                # 3% kept for checkpoints and kNN monitor passes; never past --epochs
+                fitted = min(step + max(1, int(0.97 * rate * left)), cfg.epochs * steps_per_epoch)
+                fitted = from_rank0(fitted, device)  # one schedule for all ranks (each timed its own steps)
+                total_steps, fit = fitted, False
+                warmup_steps = min(warmup_steps, total_steps // 2)
+                max_steps = int(min(total_steps, step_limit))
+                cfg = dataclasses.replace(cfg, total_steps=total_steps)  # saved with the run: resume keeps it
+                if master:
+                    (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+                    rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,  # no img_per_s:
+                               epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # not a training row
+                    log_f.write(json.dumps(rec) + '\n')
+                    log_f.flush()
+                    print(f'  --fit-budget: {rate * cfg.batch_size:.0f} img/s -> schedule of {total_steps} steps '
+                          f'({total_steps / steps_per_epoch:.1f} epochs, warmup {warmup_steps}) for the '
+                          f'{left:.0f} s left', flush=True)
+            elapsed = time.time() - t_start
+            if master and (step % cfg.log_every == 0 or step == max_steps):
+                dt = time.time() - t_seg
+                rec = dict(step=step, epoch=step / steps_per_epoch, lr=cur_lr, momentum=m,
+                           img_per_s=imgs_seg / dt, time=seen_time + elapsed, **sums)
                 log_f.write(json.dumps(rec) + '\n')
                 log_f.flush()
-                print(f'  --fit-budget: {rate * cfg.batch_size:.0f} img/s -> schedule of {total_steps} steps '
-                      f'({total_steps / steps_per_epoch:.1f} epochs, warmup {warmup_steps}) for the '
-                      f'{left:.0f} s left', flush=True)
-        elapsed = time.time() - t_start
-        if master and (step % cfg.log_every == 0 or step == max_steps):
-            dt = time.time() - t_seg
-            rec = dict(step=step, epoch=step / steps_per_epoch, lr=cur_lr, momentum=m,
-                       img_per_s=imgs_seg / dt, time=seen_time + elapsed, **sums)
-            log_f.write(json.dumps(rec) + '\n')
-            log_f.flush()
-            if tb:
-                for k, v in rec.items():
-                    tb.add_scalar(k, v, step)
+                if tb:
+                    for k, v in rec.items():
+                        tb.add_scalar(k, v, step)
+                if pbar:
+                    pbar.set_postfix(loss=f"{sums['loss']:.3f}", img_s=f'{imgs_seg / dt:.0f}', lr=f'{cur_lr:.2e}')
+                t_seg, imgs_seg = time.time(), 0
             if pbar:
-                pbar.set_postfix(loss=f"{sums['loss']:.3f}", img_s=f'{imgs_seg / dt:.0f}', lr=f'{cur_lr:.2e}')
-            t_seg, imgs_seg = time.time(), 0
-        if pbar:
-            pbar.update(1)
-        epoch_end = step % steps_per_epoch == 0
-        if knn_sets and (step % knn_interval == 0 or step == total_steps):
-            t_mon = time.time()
-            with eager():
-                acc = _online_knn(model, knn_sets, device, precision)
-            monitor_s += time.time() - t_mon
-            rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
-                       monitor_s=monitor_s, **{f'knn_top1_k{k}': v for k, v in acc.items()})
-            log_f.write(json.dumps(rec) + '\n')
-            log_f.flush()
-            print(f'\n  epoch {step / steps_per_epoch:g}: kNN {acc}', flush=True)
-            model.train()
-        if _any_rank(elapsed >= budget, device):  # every rank stops at the same step
-            stop_reason = 'time_budget'
-            break
-        due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
-            (epoch_end and cfg.ckpt_every_epochs and (step // steps_per_epoch) % cfg.ckpt_every_epochs == 0)
-        if due and master:
-            _save(ckpt_path, model, opt, scaler, cfg, step, seen_time + time.time() - t_start, precision)
-            last_ckpt = time.time()
+                pbar.update(1)
+            epoch_end = step % steps_per_epoch == 0
+            if knn_sets and (step % knn_interval == 0 or step == total_steps):
+                t_mon = time.time()
+                with eager():
+                    acc = _online_knn(model, knn_sets, device, precision)
+                monitor_s += time.time() - t_mon
+                rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
+                           monitor_s=monitor_s, **{f'knn_top1_k{k}': v for k, v in acc.items()})
+                log_f.write(json.dumps(rec) + '\n')
+                log_f.flush()
+                print(f'\n  epoch {step / steps_per_epoch:g}: kNN {acc}', flush=True)
+                model.train()
+            over = elapsed >= budget
+            if _any_rank(over or stopper.signum is not None, device):  # every rank stops at the same step
+                stop_reason = 'time_budget' if over else 'interrupted'
+                break
+            due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
+                (epoch_end and cfg.ckpt_every_epochs and (step // steps_per_epoch) % cfg.ckpt_every_epochs == 0)
+            if due and master:
+                _save(ckpt_path, model, opt, scaler, cfg, step, seen_time + time.time() - t_start, precision)
+                last_ckpt = time.time()
     if pbar:
         pbar.close()
     train_time = seen_time + time.time() - t_start
@@ -458,12 +494,18 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision)
         summary = dict(event='end', reason=stop_reason, step=step, epochs=step / steps_per_epoch,
                        train_time=train_time, checkpoint=str(ckpt_path), first_step_s=first_step_s, **last)
+        if stopper.signum is not None:
+            summary['signal'] = signal.Signals(stopper.signum).name
         log_f.write(json.dumps(summary) + '\n')
         log_f.close()
         print(f'macrl train: {stop_reason} at step {step} ({step / steps_per_epoch:.2f} epochs, '
               f'{train_time / 60:.1f} min); checkpoint {ckpt_path}')
     result = dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
-    if master and cfg.final_knn:
+    if stop_reason == 'interrupted':
+        result['signal'] = stopper.signum  # (on every rank) main() exits with 128 + it, as the shell would
+        if master:
+            print(f'macrl train: continue with `macrl train --out {out} --resume auto`', flush=True)
+    elif master and cfg.final_knn:
         result['knn'] = _final_knn(cfg, model, data, test_data, out, device, precision)
     if is_dist():
         dist.barrier()
@@ -523,12 +565,22 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v  # flags give lists, configs hold tuples
 
 
+def _same(key: str, a: Any, b: Any) -> bool:
+    """Equal settings; --model-args by the JSON object it holds, not its spelling."""
+    if key == 'model_args' and isinstance(a, str) and isinstance(b, str):
+        try:
+            return json.loads(a or '{}') == json.loads(b or '{}')
+        except ValueError:
+            pass  # not JSON: compared as written (TrainConfig reports the bad JSON itself)
+    return _norm(a) == _norm(b)
+
+
 def _clashes(saved: Dict[str, Any], asked: Dict[str, Any]) -> Dict[str, tuple]:
     """{key: (saved, asked)} for the settings a resumed run may not change (all but RUN_CONTROL). Not --mean/--std:
     those are compared by what they resolve to (`_check_same_normalization`), since None means the architecture's
     cfg and a checkpoint older than these flags has no entry for them."""
     return {k: (saved[k], v) for k, v in asked.items()
-            if k in saved and k not in RUN_CONTROL + NORMALIZATION and _norm(v) != _norm(saved[k])}
+            if k in saved and k not in RUN_CONTROL + NORMALIZATION and not _same(k, saved[k], v)}
 
 
 def _check_same_normalization(ck: Dict[str, Any], cfg: TrainConfig, asked: Dict[str, Any], path: str) -> None:
@@ -562,11 +614,23 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     A flag that would change what the run learns (e.g. --alpha) and differs from the checkpoint is an error,
     so forgetting or mistyping a flag on resume can never silently change a run half way."""
     path = _resume_path(cfg)
-    if path is None:
-        return cfg  # --resume auto with nothing to resume: a fresh run
-    if not path.is_file():
+    if path is None:  # --resume auto, no checkpoint yet: a fresh run, or one stopped before its first checkpoint
+        path = Path(cfg.out) / 'config.json'
+        if not path.is_file():
+            return cfg
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f'--resume auto: {path} (a run that left no checkpoint) is unreadable ({e}); delete it '
+                             'to start a new run in that folder, or choose another --out') from None
+        if saved.get('fit_budget'):
+            saved.pop('total_steps', None)  # fitted to the budget of an invocation that left nothing: fit again
+        print(f'macrl train: {cfg.out} holds no checkpoint yet: starting its run again from step 0 with the '
+              f'settings in {path}', flush=True)
+    elif not path.is_file():
         raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
-    saved = load_checkpoint(path).get('config', {})
+    else:
+        saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
     if clash:
         raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
@@ -609,13 +673,17 @@ def _test_split(cfg: TrainConfig, size: int):
 
 
 def _knn_sets(cfg: TrainConfig, train_data, test_data):
-    """A small fixed bank from the training split and a held-out slice (test split if present)."""
-    bank = train_data.subset(cfg.knn_train, seed=1)
+    """A small fixed bank from the training split and a held-out slice: of the test split if there is one, else of
+    the training images not in the bank (at most half of them), so that no query finds itself in the bank. The slice
+    is still pretrained on (without labels), as every image of a train-only folder is."""
     if test_data is not None:
-        held = test_data.subset(cfg.knn_test, seed=1)
-    else:  # no test split: hold out a slice of train (it is not excluded from pretraining)
-        held = train_data.subset(cfg.knn_test, seed=2)
-    return bank, held
+        return train_data.subset(cfg.knn_train, seed=1), test_data.subset(cfg.knn_test, seed=1)
+    n = len(train_data)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+    n_held = min(cfg.knn_test, n // 2)
+    n_bank = min(cfg.knn_train, n - n_held)
+    return (train_data.select(perm[n_held:n_held + n_bank].sort().values),
+            train_data.select(perm[:n_held].sort().values))
 
 
 def _online_knn(model: MACRL, sets, device: torch.device, precision: str) -> Dict[int, float]:
@@ -639,7 +707,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     if cfg.resume:  # `--out X --resume auto` is enough: the run's own settings come from its checkpoint
         cfg = resumed_config(cfg, given)
     check_flags(cfg.objective, given)
-    return train(cfg)
+    result = train(cfg)
+    if result.get('signal'):  # stopped by SIGINT / SIGTERM, with a checkpoint: not a finished run for a script
+        raise SystemExit(128 + result['signal'])
+    return result
 
 
 if __name__ == '__main__':

@@ -22,20 +22,59 @@ def _args(folder, out, *extra):
     return [sys.executable, '-m', 'macrl_hub.train', *ARGS, '--data', str(folder), '--out', str(out), *extra]
 
 
-def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(small_folder, tmp_path):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    ref = subprocess.run(_args(small_folder, tmp_path / 'ref', '--max-steps', '8'), cwd=str(ROOT), env=env,
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(small_folder, tmp_path_factory):
+    """The checkpoint of an 8-step run that nothing stopped."""
+    out = tmp_path_factory.mktemp('ref')
+    ref = subprocess.run(_args(small_folder, out, '--max-steps', '8'), cwd=str(ROOT), env=ENV,
                          capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
+    return torch.load(out / 'checkpoint.pth', weights_only=True)
+
+
+def _wait_for_steps(log, n: int, p) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        if log.exists() and sum('"lr"' in l for l in log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+
+
+def _same_as_uninterrupted(a, run):
+    b = torch.load(run / 'checkpoint.pth', weights_only=True)
+    assert a['step'] == b['step'] == 8
+    for k, v in a['model'].items():  # bitwise: each step's randomness is a function of (seed, step)
+        assert torch.equal(v, b['model'][k]), k
+
+
+def test_ctrl_c_saves_the_step_in_flight_then_resume_equals_uninterrupted(small_folder, tmp_path, uninterrupted):
+    run = tmp_path / 'run'
+    p = subprocess.Popen(_args(small_folder, run, '--max-steps', '8', '--ckpt-every-min', '100'), cwd=str(ROOT),
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_steps(run / 'log.jsonl', 3, p)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 130, err[-2000:]  # 128 + SIGINT, as the shell reports an interrupted command
+    assert 'SIGINT: stopping after this step with a checkpoint' in err and '--resume auto' in out
+    stopped_at = torch.load(run / 'checkpoint.pth', weights_only=True)['step']  # no other checkpoint was due
+    assert 3 <= stopped_at < 8
+    end = json.loads((run / 'log.jsonl').read_text().splitlines()[-1])
+    assert (end['event'], end['reason'], end['signal'], end['step']) == ('end', 'interrupted', 'SIGINT', stopped_at)
+    res = subprocess.run(_args(small_folder, run, '--max-steps', str(8 - stopped_at), '--resume', 'auto'),
+                         cwd=str(ROOT), env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _same_as_uninterrupted(uninterrupted, run)
+
+
+def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(small_folder, tmp_path, uninterrupted):
+    env = ENV
     run = tmp_path / 'run'
     p = subprocess.Popen(_args(small_folder, run, '--max-steps', '8', '--ckpt-every-min', '0'), cwd=str(ROOT),
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for step 3 (mid-epoch: 6 steps per epoch)
-        log = run / 'log.jsonl'
-        if log.exists() and sum('"lr"' in l for l in log.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
+    _wait_for_steps(run / 'log.jsonl', 3, p)  # step 3: mid-epoch (6 steps per epoch)
     p.send_signal(signal.SIGKILL)
     p.wait()
     killed_at = torch.load(run / 'checkpoint.pth', weights_only=True)['step']
@@ -43,11 +82,7 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(small_folder, tmp_pat
     res = subprocess.run(_args(small_folder, run, '--max-steps', str(8 - killed_at), '--resume', 'auto'),
                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    a = torch.load(tmp_path / 'ref' / 'checkpoint.pth', weights_only=True)
-    b = torch.load(run / 'checkpoint.pth', weights_only=True)
-    assert a['step'] == b['step'] == 8
-    for k, v in a['model'].items():  # bitwise: each step's randomness is a function of (seed, step)
-        assert torch.equal(v, b['model'][k]), k
+    _same_as_uninterrupted(uninterrupted, run)
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):

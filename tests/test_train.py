@@ -42,8 +42,11 @@ def _sha(p):
 
 
 def test_train_writes_checkpoint_and_log(small_folder, tmp_path):
+    import signal
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     res = train(_cfg(small_folder, tmp_path / 'run', max_steps=4, bank_size=512))
-    assert res['reason'] == 'done' and res['step'] == 4
+    assert res['reason'] == 'done' and res['step'] == 4 and 'signal' not in res
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # the caller's, back
     ck = torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)  # no pickled objects
     assert ck['step'] == 4 and ck['arch'] == 'macrl_vit_tiny_p4_cifar' and ck['model_args']['depth'] == 2
     assert int(ck['model']['bank.filled']) == 4 * 64  # the memory bank is saved
@@ -342,3 +345,90 @@ def test_mean_std_flags_parse_and_are_checked():
         build_macrl(config_from_args(p.parse_args(['--mean', '0.5', '--model-args', TINY])))
     with pytest.raises(ValueError, match='--std must be positive'):
         build_macrl(config_from_args(p.parse_args(['--std', '0', '1', '1', '--model-args', TINY])))
+
+
+def _signal_at_step(monkeypatch, at: int, *signums: int) -> None:
+    """Send `signums` to this process at the end of optimizer step `at` (after its EMA update)."""
+    import os
+    real, calls = MACRL.update_momentum, []
+
+    def update(self, m):
+        real(self, m)
+        calls.append(1)
+        if len(calls) == at:
+            for s in signums:
+                os.kill(os.getpid(), s)
+    monkeypatch.setattr(MACRL, 'update_momentum', update)
+
+
+def test_sigterm_finishes_the_step_saves_it_and_restores_the_handlers(small_folder, tmp_path, monkeypatch):
+    import signal
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    _signal_at_step(monkeypatch, 3, signal.SIGTERM)
+    run = tmp_path / 'run'
+    res = train(_cfg(small_folder, run, max_steps=8, ckpt_every_min=100, ckpt_every_epochs=0))
+    assert res['reason'] == 'interrupted' and res['signal'] == signal.SIGTERM and res['step'] == 3
+    assert torch.load(run / 'checkpoint.pth', weights_only=True)['step'] == 3  # the only checkpoint: the signal's
+    end = read_log(run / 'log.jsonl')[-1]
+    assert end['event'] == 'end' and end['reason'] == 'interrupted' and end['signal'] == 'SIGTERM'
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_second_signal_stops_at_once(small_folder, tmp_path, monkeypatch):
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    _signal_at_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(small_folder, tmp_path / 'run', max_steps=8, ckpt_every_min=100, ckpt_every_epochs=0))
+    assert not (tmp_path / 'run' / 'checkpoint.pth').exists()  # stopped mid-step 2, before any save
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_resume_auto_before_the_first_checkpoint_restarts_that_run_not_a_default_one(small_folder, tmp_path):
+    from macrl_hub.train import main
+    run = tmp_path / 'run'
+    flags = ['--model', 'macrl_vit_tiny_p4_cifar', '--model-args', TINY, '--data', str(small_folder), '--epochs', '2',
+             '--batch-size', '32', '--decoder-dim', '32', '--proj-hidden-dim', '64', '--proj-dim', '16',
+             '--bank-size', '128', '--alpha', '0.5', '--mean', '0.5', '0.5', '0.5', '--no-progress', '--log-every',
+             '1', '--threads', '1', '--precision', 'fp32']
+    main(flags + ['--out', str(run), '--max-steps', '2'])
+    first = torch.load(run / 'checkpoint.pth', weights_only=True)
+    saved = first['config']
+    (run / 'checkpoint.pth').unlink()  # as if killed before its first checkpoint: config.json and log rows remain
+    with pytest.raises(ValueError, match='the run has --alpha 0.5, this command asks for 0.9'):
+        main(['--out', str(run), '--resume', 'auto', '--alpha', '0.9'])
+    main(['--out', str(run), '--resume', 'auto', '--max-steps', '2'])
+    ck = torch.load(run / 'checkpoint.pth', weights_only=True)
+    from macrl_hub.train import PER_INVOCATION, _clashes
+    assert ck['step'] == 2 and not _clashes(saved, ck['config'])
+    assert {k: v for k, v in ck['config'].items() if k not in PER_INVOCATION} == \
+        {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k not in PER_INVOCATION}
+    assert all(torch.equal(v, first['model'][k]) for k, v in ck['model'].items())  # the same run, from step 0
+    steps = [r['step'] for r in read_log(run / 'log.jsonl') if 'img_per_s' in r]
+    assert steps == [1, 2]  # the restarted run's rows only
+    raw = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in raw if 'img_per_s' in r] == [1, 2] and sum(r.get('event') == 'end' for r in raw) == 1
+
+
+def test_model_args_compare_by_value_on_resume():
+    from macrl_hub.train import _clashes
+    assert _clashes({'model_args': '{"depth": 2, "img_size": 64}'}, {'model_args': '{"img_size":64,"depth":2}'}) == {}
+    assert 'model_args' in _clashes({'model_args': '{"depth": 2}'}, {'model_args': '{"depth": 3}'})
+    assert 'model_args' in _clashes({'model_args': ''}, {'model_args': '{"depth": 3}'})
+
+
+def test_knn_monitor_holds_out_images_the_bank_does_not_hold():
+    from macrl_hub.data import ImageTensors
+    from macrl_hub.train import _knn_sets
+    n = 100
+    data = ImageTensors(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+                        torch.arange(n), ['c'])
+    cfg = TrainConfig(knn_train=5000, knn_test=2000)
+    bank, held = _knn_sets(cfg, data, None)  # a train-only folder
+    assert len(held) == 50 and len(bank) == 50
+    assert not set(bank.labels.tolist()) & set(held.labels.tolist())
+    bank, held = _knn_sets(TrainConfig(knn_train=30, knn_test=20), data, None)
+    assert (len(bank), len(held)) == (30, 20) and not set(bank.labels.tolist()) & set(held.labels.tolist())
+    test = ImageTensors(data.images[:10], torch.arange(10) + 1000, ['c'])
+    bank, held = _knn_sets(cfg, data, test)  # a test split: all of it is held out, the bank from train
+    assert len(bank) == n and held.labels.min() >= 1000
