@@ -80,9 +80,40 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
     return public_data_arg(' \\\n    '.join(parts))
 
 
+def features_desc(config: Dict[str, Any]) -> str:
+    """What the encoder's features are, from config.json (timm VisionTransformer's global_pool and fc_norm)."""
+    pool = config.get('global_pool', config['model_args'].get('global_pool', 'token'))
+    fc_norm = config['model_args'].get('fc_norm')
+    if fc_norm is None:  # timm's default: a norm after pooling for the pooled modes, before it for the token
+        fc_norm = pool in ('avg', 'avgmax', 'max')
+    what = {'avg': 'the average of the patch tokens', 'token': 'the class token', 'max': 'the maximum over the patch '
+            'tokens', 'avgmax': 'the mean of the average and the maximum over the patch tokens',
+            'map': 'attention pooling of the tokens'}.get(pool, f'pooling {pool!r}')
+    return what + (' followed by a LayerNorm (`fc_norm`)' if fc_norm else ' after the final LayerNorm (`norm`)')
+
+
+def usage_lines(name: str, repo_id: str, declared: bool) -> List[str]:
+    """The card's loading code: the plugin's short name and torch.hub only for a name macrl_hub declares (its
+    own tags); any folder loads by its Hub id or as a local folder in plain timm."""
+    arch, tag = name.split('.', 1)
+    if declared:
+        return ['import macrl_hub  # registers macrl_vit_* (only needed for the short name)',
+                f"model = timm.create_model('{name}', pretrained=True).eval()",
+                '# or, with plain timm and no plugin:',
+                f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+                '# or with torch.hub:',
+                f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True, tag='{tag}')"]
+    return [f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()  # plain timm, no plugin",
+            '# or from this folder on disk:',
+            f"model = timm.create_model('local-dir:path/to/{name}', pretrained=True).eval()"]
+
+
 def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[str, Any],
-                     evals: List[Dict[str, Any]], log: List[Dict[str, Any]]) -> Path:
+                     evals: List[Dict[str, Any]], log: List[Dict[str, Any]], repo_id: Optional[str] = None) -> Path:
+    """README.md for the model folder `name` (config.json's `config`, the run's checkpoint `ck`, eval records,
+    the run's log). `repo_id`: its Hub repo, for the loading code (default: macrl_hub's own, `hub_repo_id(name)`)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from .models import declared_cfg
     from .pretrained import hub_repo_id
     arch, tag = name.split('.', 1)
     dataset_key = tag.split('_')[0]
@@ -125,8 +156,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'A Vision Transformer ({a["embed_dim"]}-d, {a["depth"]} layers, {a["num_heads"]} heads, patch '
         f'{a["patch_size"]}, {a["img_size"]}x{a["img_size"]} input) pretrained with **MACRL** (Masked Contrastive '
         f'Representation Learning, [arXiv:2211.06012](https://arxiv.org/abs/2211.06012)) on {dataset_key.upper()} '
-        f'by [macrl-hub](https://github.com/macrl-hub/macrl-hub). Features are the average of the patch tokens '
-        f'followed by a LayerNorm (`fc_norm`).',
+        f'by [macrl-hub](https://github.com/macrl-hub/macrl-hub). Features are {features_desc(config)}.',
         '' if not config['num_classes'] else
         f'\nThis tag adds a linear classifier ({config["num_classes"]} classes: '
         f'{", ".join(config["pretrained_cfg"].get("label_names", []))}) trained by the linear probe on the frozen '
@@ -136,12 +166,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         '',
         '```python',
         'import timm, torch',
-        'import macrl_hub  # registers macrl_vit_* (only needed for the short name)',
-        f"model = timm.create_model('{name}', pretrained=True).eval()",
-        '# or, with plain timm and no plugin:',
-        f"model = timm.create_model('hf-hub:{hub_repo_id(name)}', pretrained=True).eval()",
-        '# or with torch.hub:',
-        f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True, tag='{tag}')",
+        *usage_lines(name, repo_id or hub_repo_id(name), declared_cfg(name) is not None),
         'cfg = timm.data.resolve_data_config({}, model=model)',
         'transform = timm.data.create_transform(**cfg)',
         'features = model.forward_head(model.forward_features(x), pre_logits=True)  # (B, '

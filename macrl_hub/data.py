@@ -82,16 +82,20 @@ def _to_rgb_uint8(img) -> np.ndarray:
 
 
 def _resize_center(arr: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to `size` (bicubic), then a center square crop."""
+    """Shorter side to `size` (bicubic), then a center square crop: pixel for pixel what timm's eval transform does
+    with crop_pct 1.0 (torchvision's Resize(size) + CenterCrop(size) on a PIL image, the same size and offset
+    rounding), which is what the config.json of an exported model tells plain timm to do."""
     from PIL import Image
     h, w = arr.shape[:2]
     if (h, w) == (size, size):
         return arr
     img = Image.fromarray(arr)
-    s = size / min(h, w)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if w <= h:  # torchvision's _compute_resized_output_size: the long side truncated
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
     img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))  # torchvision's center_crop
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 

@@ -3,6 +3,7 @@
     macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10 \\
         --eval-json results/knn.json results/linear.json [--full] [--out-dir model_cards]
     macrl export runs/tiny/checkpoint.pth --name macrl_vit_tiny_p4_cifar.cifar10_lin --head head.safetensors
+    macrl export runs/mine/checkpoint.pth --name vit_tiny_patch16_224.mydata --repo-id my-org/vit_tiny_mydata
 
 Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
   model.safetensors    encoder (timm key names; fp32 unless --fp16; with the linear head for *_lin tags)
@@ -20,8 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from .models import (MACRL_ARCHS, NORMALIZATION, architecture_args, cfg_differences, cfg_flags,
-                     checkpoint_data_config, checkpoint_filter_fn, declared_cfg, set_data_config)
+from .models import (MACRL_ARCHS, NORMALIZATION, PIPELINE_CFG, PROVENANCE, architecture_args, cfg_differences,
+                     cfg_flags, checkpoint_data_config, checkpoint_filter_fn, declared_cfg, set_data_config)
 from .weights import load_checkpoint, load_safetensors, save_safetensors, staging_dir
 
 __all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
@@ -69,6 +70,8 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
     cfg = {k: v for k, v in set_data_config(model).items()  # input_size from the model itself
            if k not in ('state_dict', 'file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source', 'architecture', 'tag')
            and v is not None}
+    # the preprocessing our numbers were measured with, and this project's provenance (not the stock arch's)
+    cfg.update(PIPELINE_CFG, **PROVENANCE)
     cfg['num_classes'] = num_classes
     cfg['tag'] = tag
     config = {
@@ -126,8 +129,14 @@ def _load_checkpoint(path: Path):
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'training_curve.png', 'pretrain.safetensors')
 
 
+#: the Hub org a card's loading code names for a model macrl_hub does not declare, until `macrl push --repo-id`
+#: (or `macrl export --repo-id`) names the real one
+PLACEHOLDER_ORG = '<your-hf-user-or-org>'
+
+
 def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: Optional[List[str]] = None,
-           head: Optional[str] = None, full: bool = False, fp16: bool = False, overwrite: bool = False) -> Path:
+           head: Optional[str] = None, full: bool = False, fp16: bool = False, overwrite: bool = False,
+           repo_id: Optional[str] = None) -> Path:
     import timm
     from . import models  # noqa: F401
     if '.' not in name:
@@ -177,7 +186,9 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
             from .plot import plot_training_curve
             plot_training_curve(records, staging / 'training_curve.png', title=name)
         from .card import write_model_card
-        write_model_card(staging, name, config, ck, evals, records)
+        if repo_id is None and declared_cfg(name) is None:
+            repo_id = f'{PLACEHOLDER_ORG}/{name}'
+        write_model_card(staging, name, config, ck, evals, records, repo_id=repo_id)
         folder.mkdir(exist_ok=True)
         for f in EXPORT_FILES:  # an earlier export's file this one does not write (--full, a curve) is not its own
             if (staging / f).is_file():
@@ -198,8 +209,11 @@ def main(argv: Optional[list] = None) -> Path:
     p.add_argument('--full', action='store_true', help='also write pretrain.safetensors (whole MACRL state, fp16)')
     p.add_argument('--fp16', action='store_true', help='store the encoder in fp16 (default fp32)')
     p.add_argument('--overwrite', action='store_true', help=f'replace {", ".join(EXPORT_FILES)} in an existing folder')
+    p.add_argument('--repo-id', default=None,
+                   help='<org>/<name> of its Hub repo, for the card\'s loading code (default: macrl_hub\'s own repo '
+                        f'for a name it declares, else {PLACEHOLDER_ORG}/<name>, which `macrl push --repo-id` fills in)')
     a = p.parse_args(argv)
-    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16, a.overwrite)
+    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16, a.overwrite, a.repo_id)
     print(f'macrl export: wrote {folder}: {", ".join(sorted(f.name for f in folder.iterdir()))}')
     return folder
 

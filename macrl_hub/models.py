@@ -120,13 +120,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
     return _vit_filter_fn(out, model)
 
 
+#: whose weights these are: every cfg we register and every config.json we export says so
+PROVENANCE: Dict[str, str] = {'license': 'apache-2.0', 'paper_ids': 'arXiv:2211.06012',
+                              'paper_name': 'Masked Contrastive Representation Learning',
+                              'origin_url': 'https://github.com/macrl-hub/macrl-hub'}
+
+
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     return {
         'url': '', 'num_classes': 0, 'input_size': (3, 32, 32), 'pool_size': None, 'crop_pct': 1.0,
         'interpolation': 'bicubic', 'fixed_input_size': True, 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
-        'first_conv': 'patch_embed.proj', 'classifier': 'head', 'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2211.06012', 'paper_name': 'Masked Contrastive Representation Learning',
-        'origin_url': 'https://github.com/macrl-hub/macrl-hub', **kwargs,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head', **PROVENANCE, **kwargs,
     }
 
 
@@ -137,10 +141,17 @@ _TAG_CFGS: Dict[str, Dict[str, Any]] = {
     'cifar10': _cifar10,
     'cifar10_lin': dict(_cifar10, num_classes=10, label_names=CIFAR10_CLASSES),
     'cifar100': _cifar100,
-    'tinyimagenet': dict(_in1k, input_size=(3, 64, 64), crop_pct=0.875),
-    'imagenette': dict(_in1k, input_size=(3, 224, 224), crop_pct=0.875),
-    'imagewoof': dict(_in1k, input_size=(3, 224, 224), crop_pct=0.875),
+    'tinyimagenet': dict(_in1k, input_size=(3, 64, 64)),  # crop_pct 1.0 (_cfg) as every tag: PIPELINE_CFG
+    'imagenette': dict(_in1k, input_size=(3, 224, 224)),
+    'imagewoof': dict(_in1k, input_size=(3, 224, 224)),
 }
+
+#: how every macrl_hub pipeline feeds an encoder (`data.load_dataset`: shorter side to the input size, bicubic,
+#: centre crop, no margin) in timm's cfg terms, so that timm's resolve_data_config + create_transform reproduce it
+#: pixel for pixel; and a safetensors state dict, never the custom (.npz) loader a stock timm cfg may name.
+#: An exported config.json carries these whatever the architecture's own cfg said (a stock ViT's: crop_pct 0.9).
+PIPELINE_CFG: Dict[str, Any] = {'crop_pct': 1.0, 'crop_mode': 'center', 'interpolation': 'bicubic',
+                                'custom_load': False}
 
 
 def _timm_cfgs(table: Dict[str, Optional[str]], archs: Iterable[str]) -> Dict[str, Dict[str, Any]]:

@@ -189,9 +189,10 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
     """`macrl push` creates the repo (idempotently) and uploads the folder as one commit; a folder that is
     not a model folder is refused before anything is sent. (Recorded contract: the loopback server only
     speaks the download protocol.)"""
+    import shutil
     import huggingface_hub
     from macrl_hub.push import push
-    folder, _ = exported
+    folder = Path(shutil.copytree(exported[0], tmp_path / exported[0].name))
     calls = []
 
     class FakeApi:
@@ -199,7 +200,7 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
             calls.append(('create_repo', repo_id, kw))
 
         def upload_folder(self, **kw):
-            calls.append(('upload_folder', kw['repo_id'], kw))
+            calls.append(('upload_folder', kw['repo_id'], kw, (Path(kw['folder_path']) / 'README.md').read_text()))
             return type('Info', (), {'commit_url': f'https://hub/{kw["repo_id"]}/commit/1'})()
 
     monkeypatch.setattr(huggingface_hub, 'HfApi', FakeApi)
@@ -208,6 +209,9 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
     assert calls[0] == ('create_repo', 'me/macrl-tiny', {'repo_type': 'model', 'private': False, 'exist_ok': True})
     up = calls[1][2]
     assert up['folder_path'] == str(folder) and up['repo_type'] == 'model'
+    # the card's loading code names the repo it went to, in what was uploaded and in the folder
+    assert "'hf-hub:me/macrl-tiny'" in calls[1][3] and 'hf-hub:macrl-hub/' not in calls[1][3]
+    assert (folder / 'README.md').read_text() == calls[1][3]
     (tmp_path / 'half').mkdir()
     (tmp_path / 'half' / 'config.json').write_text('{}')
     calls.clear()
@@ -270,12 +274,27 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     folder = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.mine', str(tmp_path / 'cards'))
     config = json.loads((folder / 'config.json').read_text())
     assert config['architecture'] == 'vit_tiny_patch16_224' and config['model_args']['patch_size'] == 4
-    assert '192-d, 1 layers, 3 heads, patch 4, 32x32 input' in (folder / 'README.md').read_text()
+    card = (folder / 'README.md').read_text()
+    assert '192-d, 1 layers, 3 heads, patch 4, 32x32 input' in card
+    assert 'Features are the class token after the final LayerNorm' in card  # a stock ViT pools its class token
+    # loading code that works for a name macrl_hub does not declare: no plugin short name, no torch.hub entry
+    assert "timm.create_model('hf-hub:<your-hf-user-or-org>/vit_tiny_patch16_224.mine'" in card
+    assert "local-dir:path/to/vit_tiny_patch16_224.mine" in card
+    assert 'import macrl_hub' not in card and 'torch.hub.load' not in card
+    named = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.named', str(tmp_path / 'named'),
+                   repo_id='me/tiny-mine')
+    assert "timm.create_model('hf-hub:me/tiny-mine'" in (named / 'README.md').read_text()
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     assert config['pretrained_cfg']['input_size'] == [3, 32, 32]  # not the stock 224
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.encoder.eval()(x))
+    # neither the stock cfg's AugReg .npz loader (timm would call it on our safetensors file), paper or preprocessing
+    pcfg = config['pretrained_cfg']
+    assert pcfg['custom_load'] is False and pcfg['paper_ids'] == 'arXiv:2211.06012' and pcfg['crop_pct'] == 1.0
+    via_file = timm.create_model('vit_tiny_patch16_224', pretrained=True, num_classes=0, **config['model_args'],
+                                 pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors'), **pcfg))
+    assert torch.equal(via_file.eval()(x), loaded(x))
     with pytest.raises(FileNotFoundError):  # an eval JSON that is not there: nothing written
         export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.other', str(tmp_path / 'cards'),
                [str(tmp_path / 'missing.json')])
@@ -286,3 +305,30 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match='disk full'):
         export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.other', str(tmp_path / 'cards'))
     assert sorted(p.name for p in (tmp_path / 'cards').iterdir()) == ['vit_tiny_patch16_224.mine']
+
+
+def test_plain_timm_preprocessing_from_config_json_is_macrls_pixel_for_pixel(tmp_path):
+    """What `macrl eval`/`macrl train` feed an encoder (load_dataset: shorter side to the input size, centre crop)
+    is what timm's resolve_data_config + create_transform make from the exported config.json, so a card's numbers
+    hold for a plain-timm user: images of odd sizes, up- and downscaled, through both."""
+    import numpy as np
+    from PIL import Image
+    from macrl_hub.data import load_dataset
+    from macrl_hub.export import write_model_files
+    model = timm.create_model('vit_tiny_patch16_224', num_classes=0, img_size=32, patch_size=4, depth=1)
+    write_model_files(model, tmp_path / 'm.x', 'vit_tiny_patch16_224', {'img_size': 32, 'patch_size': 4, 'depth': 1},
+                      'x')
+    loaded = timm.create_model(f'local-dir:{tmp_path / "m.x"}', pretrained=True)
+    cfg = timm.data.resolve_data_config({}, model=loaded)
+    transform = timm.data.create_transform(**cfg)
+    rng = np.random.default_rng(0)
+    (tmp_path / 'data' / 'train' / 'c').mkdir(parents=True)
+    shapes = [(50, 70), (71, 64), (33, 200), (90, 97), (21, 29), (31, 32)]  # (h, w): odd offsets, upscaling too
+    for i, (h, w) in enumerate(shapes):
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        img.save(tmp_path / 'data' / 'train' / 'c' / f'{i}.png')
+    ours = load_dataset(str(tmp_path / 'data'), 'train', size=32, progress=False).images.float() / 255
+    mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ('mean', 'std'))
+    theirs = torch.stack([transform(Image.open(tmp_path / 'data' / 'train' / 'c' / f'{i}.png').convert('RGB'))
+                          for i in range(len(shapes))])
+    assert torch.allclose(theirs, (ours - mean) / std, atol=1e-5)
