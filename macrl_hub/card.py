@@ -57,8 +57,9 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
     recipe = cfg.get('recipe') if cfg.get('recipe') in RECIPES else 'fast'
     default = recipe_config(recipe)  # what `--recipe R` alone gives: a flag is written where the run differs
     cfg = dict(cfg)
-    if stop_step is not None or resumed:
+    if stop_step is not None or resumed:  # the last invocation's limits say nothing about the whole run
         cfg.pop('time_budget', None)
+        cfg.pop('max_steps', None)
     if stop_step is not None:
         cfg['max_steps'] = stop_step
     if cfg.get('total_steps'):  # the schedule's length is given: nothing left to fit to a time budget

@@ -28,7 +28,8 @@ class TrainConfig:
     out: str = 'runs/macrl'
     # schedule
     epochs: int = 100
-    max_steps: int = field(default=0, metadata={'help': 'stop after this many optimizer steps (0: no limit)'})
+    max_steps: int = field(default=0, metadata={'help': 'stop this invocation after this many more optimizer steps '
+                                                        '(0: no limit); a resumed run counts from where it resumed'})
     time_budget: str = field(default='', metadata={'help': 'stop cleanly after this long, e.g. 90m, 2h, 3600s'})
     total_steps: int = field(default=0, metadata={
         'help': 'length of the lr/momentum schedule in optimizer steps (0: epochs x steps per epoch); '

@@ -482,6 +482,8 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                 last_ckpt = time.time()
     if pbar:
         pbar.close()
+    if stop_reason == 'done' and step < total_steps:
+        stop_reason = 'max_steps'  # --max-steps ended this invocation before the schedule did
     train_time = seen_time + time.time() - t_start
     if stop_reason == 'diverged':
         if log_f:

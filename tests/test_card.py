@@ -13,9 +13,9 @@ from macrl_hub.export import plain_timm_config
 NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
 
 
-def _card(tmp_path, log, step, extra_evals=()):
+def _card(tmp_path, log, step, extra_evals=(), **cfg_kw):
     cfg = dataclasses.asdict(TrainConfig(model='macrl_vit_tiny_p4_cifar', epochs=16, time_budget='75m',
-                                         out='runs/x', alpha=1.0))
+                                         out='runs/x', alpha=1.0, **cfg_kw))
     model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
     config = plain_timm_config(model, 'macrl_vit_tiny_p4_cifar', {'depth': 1}, 'cifar10')
     ck = {'config': cfg, 'step': step, 'train_time': 600.0, 'precision': 'fp32', 'hardware': 'a CPU', 'torch': 'x'}
@@ -55,7 +55,7 @@ def test_card_of_a_run_finished_over_several_invocations(tmp_path):
            {'event': 'end', 'reason': 'time_budget', 'step': 400, 'epochs': 1.03},
            {'step': 780, 'epoch': 2.0, 'knn_top1_k20': 33.9, 'knn_top1_k200': 34.7},
            {'event': 'end', 'reason': 'done', 'step': 6240, 'epochs': 16.0}]
-    card = _card(tmp_path, log, 6240)
+    card = _card(tmp_path, log, 6240, max_steps=5840)  # the last invocation's limit: it reached the end anyway
     assert 'Run in 2 invocations' in card and 'had not finished' not in card
     cmd = card.split('```bash')[1].split('```')[0]
     assert '--time-budget' not in cmd and '--max-steps' not in cmd  # the whole schedule, in one fresh run
@@ -173,3 +173,34 @@ def test_the_cards_train_command_reproduces_the_run(argv):
     cfg = _parsed(argv + ['--data', 'cifar10', '--out', 'runs/x'])
     cmd = train_command(dataclasses.asdict(cfg))
     assert _parsed(shlex.split(cmd.replace('\\\n', ' '))[2:]) == cfg, cmd
+
+
+def test_card_of_a_run_resumed_under_max_steps_reruns_its_total(tmp_path):
+    """`--max-steps` counts per invocation: 1 step, then `--resume auto --max-steps 3`, trains 4 of an 8-step
+    schedule. The log says the invocation stopped on --max-steps (not 'done'), and the card's command reruns 4."""
+    from test_train import _cfg
+    from macrl_hub.export import export
+    from macrl_hub.train import read_log, train
+    data = tmp_path / 'data'
+    _make_folder(data)
+    run = tmp_path / 'run'
+    train(_cfg(data, run, max_steps=1))
+    res = train(_cfg(data, run, max_steps=3, resume='auto'))
+    assert res['step'] == 4 and res['reason'] == 'max_steps'
+    assert [r['reason'] for r in read_log(run / 'log.jsonl') if r.get('event') == 'end'] == ['max_steps', 'max_steps']
+    card = (export(str(run / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'))
+            / 'README.md').read_text()
+    cmd = card.split('```bash')[1].split('```')[0]
+    assert '- 4 steps = ' in card and '--max-steps 4' in cmd and '--max-steps 3' not in cmd
+    assert 'stopped: max_steps (the learning-rate schedule had not finished)' in card
+
+
+def _make_folder(root, n: int = 128) -> None:
+    """n random 32x32 PNGs in 4 classes, train split only."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / 'train' / f'c{i % 4}'
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
