@@ -16,6 +16,7 @@ Writes model_cards/<arch>.<tag>/ holding exactly what its Hub repo holds:
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -141,6 +142,9 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     from . import models  # noqa: F401
     if '.' not in name:
         raise ValueError(f'--name must be <arch>.<tag>, e.g. macrl_vit_tiny_p4_cifar.cifar10; got {name!r}')
+    if not re.fullmatch(r'[A-Za-z0-9_.-]{1,96}', name) or '..' in name or '--' in name:
+        raise ValueError(f'--name {name!r} is also the folder and the Hub repo name: letters, digits, "_", "-" and '
+                         '"." only (no spaces or "/", no ".." or "--"), at most 96 characters')
     arch, tag = name.split('.', 1)
     folder = Path(out_dir) / name
     existing = [f for f in EXPORT_FILES if (folder / f).exists()]

@@ -201,6 +201,9 @@ def set_data_config(model: nn.Module, mean: Optional[Sequence[float]] = None,
                 raise ValueError(f'--{key} needs one value per input channel ({channels}), got {list(v)}')
             if key == 'std' and min(v) <= 0:
                 raise ValueError(f'--std must be positive, got {list(v)}')
+            if (key == 'mean' and not all(0 <= x <= 1 for x in v)) or (key == 'std' and max(v) > 1):
+                raise ValueError(f'--{key} is on the 0-1 scale images are read on (0-255 statistics divided by 255, '
+                                 f'e.g. {[round(x / 255, 4) for x in v] if max(v) > 1 else "0.5"}); got {list(v)}')
             cfg[key] = tuple(float(x) for x in v)
     model.pretrained_cfg = cfg
     return cfg

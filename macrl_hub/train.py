@@ -248,6 +248,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
 def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     budget = parse_duration(cfg.time_budget)
+    resuming = cfg.resume not in ('', 'auto') or (cfg.resume == 'auto' and (Path(cfg.out) / CKPT_NAME).is_file())
+    if not resuming and (cfg.mean is None) != (cfg.std is None):  # (a resumed run compares them with its record)
+        raise ValueError(f'--{"mean" if cfg.mean is not None else "std"} was given without '  # else it would pair
+                         f'--{"std" if cfg.mean is not None else "mean"}: give both, your data\'s statistics')
     device = _device(cfg)
     master = rank() == 0
     ws = world_size()

@@ -154,6 +154,10 @@ def test_local_first_and_corrupt_files(exported, tmp_path, monkeypatch):
 def test_export_rejects_other_architecture(exported, tmp_path):
     folder, _ = exported
     ck = folder.parent.parent / 'checkpoint.pth'
+    for bad in ('macrl_vit_tiny_p4_cifar', 'macrl_vit_tiny_p4_cifar.my data/v1', 'macrl_vit_tiny_p4_cifar.a..b'):
+        with pytest.raises(ValueError, match='--name'):  # the folder and the Hub repo name: checked before anything
+            export(str(ck), bad, str(tmp_path / 'cards'))
+    assert not (tmp_path / 'cards').exists()
     with pytest.raises(ValueError, match='is a macrl_vit_tiny_p4_cifar, not macrl_vit_small_p4_cifar'):
         export(str(ck), 'macrl_vit_small_p4_cifar.cifar10', str(tmp_path))
     bad = torch.load(ck, weights_only=True)

@@ -331,6 +331,14 @@ def test_a_resumed_run_keeps_its_normalisation(small_folder, tmp_path):
     assert torch.load(out / 'checkpoint.pth', weights_only=True)['normalization']['mean'] == list(CIFAR10_MEAN)
 
 
+def test_mean_without_std_is_refused_for_a_new_run(tmp_path):
+    with pytest.raises(ValueError, match='--mean was given without --std: give both'):
+        train(_cfg(tmp_path / 'no-data', tmp_path / 'run', mean=(0.5, 0.5, 0.5)))
+    with pytest.raises(ValueError, match='--std was given without --mean'):
+        train(_cfg(tmp_path / 'no-data', tmp_path / 'run', std=(0.2, 0.2, 0.2)))
+    assert not (tmp_path / 'run').exists()  # refused before anything was made
+
+
 def test_mean_std_flags_parse_and_are_checked():
     import argparse
     from macrl_hub.config import add_dataclass_args, config_from_args
@@ -341,10 +349,16 @@ def test_mean_std_flags_parse_and_are_checked():
                                          '--blur-p', '1', '0.1', '--model-args', TINY]))
     assert cfg.mean == [0.5, 0.5, 0.5] and cfg.blur_p == [1.0, 0.1]
     assert build_macrl(cfg).encoder.pretrained_cfg['std'] == (0.2, 0.2, 0.2)
+    def build(*flags):
+        return build_macrl(config_from_args(p.parse_args([*flags, '--model-args', TINY])))
     with pytest.raises(ValueError, match=r'--mean needs one value per input channel \(3\)'):
-        build_macrl(config_from_args(p.parse_args(['--mean', '0.5', '--model-args', TINY])))
+        build('--mean', '0.5', '--std', '0.2', '0.2', '0.2')
     with pytest.raises(ValueError, match='--std must be positive'):
-        build_macrl(config_from_args(p.parse_args(['--std', '0', '1', '1', '--model-args', TINY])))
+        build('--mean', '0.5', '0.5', '0.5', '--std', '0', '1', '1')
+    with pytest.raises(ValueError, match=r'--mean is on the 0-1 scale .* e.g. \[0.4706, 0.4314, 0.3922\]'):
+        build('--mean', '120', '110', '100', '--std', '0.2', '0.2', '0.2')  # 0-255 statistics
+    with pytest.raises(ValueError, match='--std is on the 0-1 scale'):
+        build('--mean', '0.5', '0.5', '0.5', '--std', '60', '60', '60')
 
 
 def _signal_at_step(monkeypatch, at: int, *signums: int) -> None:
@@ -389,8 +403,8 @@ def test_resume_auto_before_the_first_checkpoint_restarts_that_run_not_a_default
     run = tmp_path / 'run'
     flags = ['--model', 'macrl_vit_tiny_p4_cifar', '--model-args', TINY, '--data', str(small_folder), '--epochs', '2',
              '--batch-size', '32', '--decoder-dim', '32', '--proj-hidden-dim', '64', '--proj-dim', '16',
-             '--bank-size', '128', '--alpha', '0.5', '--mean', '0.5', '0.5', '0.5', '--no-progress', '--log-every',
-             '1', '--threads', '1', '--precision', 'fp32']
+             '--bank-size', '128', '--alpha', '0.5', '--mean', '0.5', '0.5', '0.5', '--std', '0.2', '0.2', '0.2',
+             '--no-progress', '--log-every', '1', '--threads', '1', '--precision', 'fp32']
     main(flags + ['--out', str(run), '--max-steps', '2'])
     first = torch.load(run / 'checkpoint.pth', weights_only=True)
     saved = first['config']
