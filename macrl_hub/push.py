@@ -35,7 +35,7 @@ def _point_card_at(card: Path, repo_id: str) -> None:
     """Make every `hf-hub:<id>` in the card name `repo_id` (atomic rewrite; untouched when it already does)."""
     from .weights import atomic_open
     text = card.read_text()
-    new = re.sub(r"hf-hub:[^'\"\s)`]+", lambda m: f'hf-hub:{repo_id}', text)
+    new = re.sub(r"'hf-hub:[^'\s]+'", lambda m: f"'hf-hub:{repo_id}'", text)  # the loading code's strings
     if new != text:
         with atomic_open(card, 'w') as f:
             f.write(new)

@@ -6,8 +6,8 @@ One process (CPU or one GPU):
     macrl train ... --time-budget 90m            # stop cleanly with a checkpoint after 90 minutes
     macrl train ... --epochs 1000 --time-budget 5m --fit-budget --final-knn   # schedule sized to the budget
     macrl train --out runs/tiny --resume auto     # continue <out>/checkpoint.pth exactly, with its own settings
-    Ctrl-C (SIGINT) or SIGTERM: the step in flight finishes, a checkpoint is written, exit 130 / 143; a second
-    signal stops at once (the last checkpoint stays whole). Then `--resume auto` continues.
+    Ctrl-C (SIGINT) or SIGTERM: the step in flight finishes, a checkpoint is written, exit 130 / 143 (train() raises
+    TrainingInterrupted); a second signal stops at once (the last checkpoint stays whole). `--resume auto` continues.
     macrl train --recipe paper --data ... --out runs/paper   # the paper's settings (macrl_hub/recipes.py)
     macrl train --data path/to/images --mean 0.5 0.5 0.5 --std 0.25 0.25 0.25 ...   # your data's statistics
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
@@ -21,6 +21,7 @@ lr, momentum, img/s; `read_log` reads it back), <out>/config.json. Every option 
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
 __all__ = ['train', 'build_macrl', 'lr_at', 'resolve_precision', 'autocast', 'main', 'TrainingDiverged',
+           'TrainingInterrupted',
            'resumed_config', 'RUN_CONTROL']
 
 CKPT_NAME = 'checkpoint.pth'
@@ -60,6 +62,18 @@ FIT_SKIP, FIT_STEPS = 3, 20  # --fit-budget: steps left out (compilation, warm-u
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM stopped training after a step, with a checkpoint of that step written (`result`: what
+    train() would have returned). `macrl train` exits with 128 + `signum`, as the shell reports a signalled command;
+    a caller of train() (a notebook, a benchmark looping over runs) stops as it would on Ctrl-C, never mistaking the
+    run for a finished one."""
+
+    def __init__(self, signum: int, result: Dict[str, Any]) -> None:
+        super().__init__(f'{signal.Signals(signum).name} at step {result.get("step")}; checkpoint '
+                         f'{result.get("checkpoint")}')
+        self.signum, self.result = signum, result
 
 
 class _StopOnSignal:
@@ -74,14 +88,17 @@ class _StopOnSignal:
     def __enter__(self) -> '_StopOnSignal':
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(s)
+                if old in (signal.SIG_IGN, None):  # ignored on purpose (a `nohup`/`&` job), or a C handler's
+                    continue
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
         self._restore()
-        print(f'\nmacrl train: {signal.Signals(signum).name}: stopping after this step with a checkpoint '
-              '(send it again to stop at once)', file=sys.stderr, flush=True)
+        os.write(2, f'\nmacrl train: {signal.Signals(signum).name}: stopping after this step with a checkpoint '
+                    '(send it again to stop at once)\n'.encode())  # not print: the signal may land inside one
 
     def _restore(self) -> None:
         for s, h in self._old.items():
@@ -254,6 +271,11 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                          f'--{"std" if cfg.mean is not None else "mean"}: give both, your data\'s statistics')
     device = _device(cfg)
     master = rank() == 0
+    digest = int(hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+                 .hexdigest()[:12], 16)  # each rank resolved its own flags, recipe and resumed settings
+    check_same_on_all_ranks(digest == from_rank0(digest, device), device,
+                            'the ranks run with different settings than rank 0 (with --resume auto each rank reads '
+                            'the run\'s settings from --out itself: it must be a folder all nodes share)')
     ws = world_size()
     local_ws = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_ws))
@@ -352,8 +374,14 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
-    if master:  # rows a killed invocation wrote after its last checkpoint (all of them when it left none)
+    if master and step:  # rows a killed invocation wrote after its last checkpoint
         _rewind_log(out / 'log.jsonl', step)
+    elif master and (out / 'log.jsonl').is_file():  # a new run in a folder whose run left no checkpoint: its
+        kept = out / f'log-before-{time.strftime("%Y%m%d-%H%M%S")}.jsonl'  # log is kept aside, not appended to
+        while kept.exists():
+            kept = kept.with_name(kept.stem + '-1.jsonl')
+        os.replace(out / 'log.jsonl', kept)
+        print(f'  the log of the run that was in {out} is now {kept.name}', flush=True)
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
     test_data = _test_split(cfg, model.img_size[0]) if master and (cfg.knn_every or cfg.final_knn) else None
@@ -475,9 +503,9 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                 log_f.flush()
                 print(f'\n  epoch {step / steps_per_epoch:g}: kNN {acc}', flush=True)
                 model.train()
-            over = elapsed >= budget
-            if _any_rank(over or stopper.signum is not None, device):  # every rank stops at the same step
-                stop_reason = 'time_budget' if over else 'interrupted'
+            over, signum = _rank_max([elapsed >= budget, stopper.signum or 0], device)  # one decision for all
+            if over or signum:  # every rank stops at the same step, and knows the signal one of them got
+                stop_reason, stopper.signum = ('interrupted', int(signum)) if signum else ('time_budget', None)
                 break
             due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
                 (epoch_end and cfg.ckpt_every_epochs and (step // steps_per_epoch) % cfg.ckpt_every_epochs == 0)
@@ -508,13 +536,15 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
               f'{train_time / 60:.1f} min); checkpoint {ckpt_path}')
     result = dict(reason=stop_reason, step=step, train_time=train_time, checkpoint=str(ckpt_path), **last)
     if stop_reason == 'interrupted':
-        result['signal'] = stopper.signum  # (on every rank) main() exits with 128 + it, as the shell would
+        result['signal'] = stopper.signum
         if master:
             print(f'macrl train: continue with `macrl train --out {out} --resume auto`', flush=True)
     elif master and cfg.final_knn:
         result['knn'] = _final_knn(cfg, model, data, test_data, out, device, precision)
     if is_dist():
         dist.barrier()
+    if stop_reason == 'interrupted':
+        raise TrainingInterrupted(stopper.signum, result)
     return result
 
 
@@ -540,6 +570,15 @@ def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path,
           ', '.join(f'k={k[len("knn_top1_k"):]} {v:.2f}%' for k, v in res.items() if k.startswith('knn_top1_k')) +
           f' ({time.time() - t0:.1f} s) -> {out / "knn.json"}', flush=True)
     return record
+
+
+def _rank_max(values: List[float], device: torch.device) -> List[float]:
+    """Each value's maximum over all ranks (one all-reduce)."""
+    if not is_dist():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -638,6 +677,9 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     else:
         saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
+    if path.name == 'config.json':  # no checkpoint to resolve --mean/--std against: compared as given
+        clash.update({k: (saved.get(k), given[k]) for k in NORMALIZATION
+                      if k in given and _norm(given[k]) != _norm(saved.get(k))})
     if clash:
         raise ValueError('cannot resume ' + str(path) + ': ' + '; '.join(
             f'the run has --{k.replace("_", "-")} {old!r}, this command asks for {new!r}' for k, (old, new) in
@@ -713,10 +755,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     if cfg.resume:  # `--out X --resume auto` is enough: the run's own settings come from its checkpoint
         cfg = resumed_config(cfg, given)
     check_flags(cfg.objective, given)
-    result = train(cfg)
-    if result.get('signal'):  # stopped by SIGINT / SIGTERM, with a checkpoint: not a finished run for a script
-        raise SystemExit(128 + result['signal'])
-    return result
+    try:
+        return train(cfg)
+    except TrainingInterrupted as e:  # a checkpoint was written; not a finished run for a script
+        raise SystemExit(128 + e.signum) from None
 
 
 if __name__ == '__main__':

@@ -89,7 +89,14 @@ def _agree(rank_: int, port: int, out: str) -> None:
             err = ''
         except ValueError as e:
             err = str(e)
-        torch.save({'fitted': fitted, 'err': err}, f'{out}/{rank_}.pt')
+        from macrl_hub.config import TrainConfig
+        from macrl_hub.train import train
+        try:  # e.g. `--resume auto` on an --out that is not shared: each rank read its own settings
+            train(TrainConfig(out=f'{out}/run{rank_}', data=f'{out}/none', alpha=0.1 * (rank_ + 1), progress=False))
+            cfg_err = ''
+        except ValueError as e:
+            cfg_err = str(e)
+        torch.save({'fitted': fitted, 'err': err, 'cfg_err': cfg_err}, f'{out}/{rank_}.pt')
     finally:
         dist.destroy_process_group()
 
@@ -97,7 +104,8 @@ def _agree(rank_: int, port: int, out: str) -> None:
 def test_ranks_take_one_decision(tmp_path):
     """--fit-budget's schedule length is rank 0's on every rank (each rank used to fit its own: different lr and
     momentum schedules, and a hang when one stops first); a rank that does not see the checkpoint to resume makes
-    every rank fail with the reason, instead of silently starting a fresh run beside the resumed ones."""
+    every rank fail with the reason, instead of silently starting a fresh run beside the resumed ones; ranks started
+    with different settings fail alike."""
     import socket
     import torch.multiprocessing as mp
     with socket.socket() as s:
@@ -107,3 +115,5 @@ def test_ranks_take_one_decision(tmp_path):
     got = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
     assert [g['fitted'] for g in got] == [700, 700]
     assert all('only rank 0 sees the checkpoint (true on ranks [0], false on [1])' in g['err'] for g in got)
+    assert all('the ranks run with different settings than rank 0' in g['cfg_err'] for g in got)  # before any work
+    assert not any((tmp_path / f'run{r}').exists() for r in range(2))

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -35,12 +34,23 @@ def uninterrupted(small_folder, tmp_path_factory):
     return torch.load(out / 'checkpoint.pth', weights_only=True)
 
 
-def _wait_for_steps(log, n: int, p) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline and p.poll() is None:
-        if log.exists() and sum('"lr"' in l for l in log.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.05)
+def _signalled_at_step(folder, out, step: int, signum: int, *extra):
+    """`python -m macrl_hub.train ...` in a child that sends itself `signum` at the end of optimizer step `step`
+    (after its EMA update, before any checkpoint of that step): the same step on a loaded machine as on an idle one,
+    where a parent polling the log could be late."""
+    code = ('import os, sys\n'
+            'from macrl_hub.macrl import MACRL\n'
+            'real, calls = MACRL.update_momentum, []\n'
+            'def update(self, m):\n'
+            '    real(self, m)\n'
+            '    calls.append(1)\n'
+            f'    if len(calls) == {step}:\n'
+            f'        os.kill(os.getpid(), {int(signum)})\n'
+            'MACRL.update_momentum = update\n'
+            'from macrl_hub.train import main\n'
+            'main(sys.argv[1:])\n')
+    return subprocess.run([sys.executable, '-c', code, *_args(folder, out, *extra)[3:]], cwd=str(ROOT), env=ENV,
+                          capture_output=True, text=True, timeout=300)
 
 
 def _same_as_uninterrupted(a, run):
@@ -52,15 +62,11 @@ def _same_as_uninterrupted(a, run):
 
 def test_ctrl_c_saves_the_step_in_flight_then_resume_equals_uninterrupted(small_folder, tmp_path, uninterrupted):
     run = tmp_path / 'run'
-    p = subprocess.Popen(_args(small_folder, run, '--max-steps', '8', '--ckpt-every-min', '100'), cwd=str(ROOT),
-                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_steps(run / 'log.jsonl', 3, p)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=240)
-    assert p.returncode == 130, err[-2000:]  # 128 + SIGINT, as the shell reports an interrupted command
-    assert 'SIGINT: stopping after this step with a checkpoint' in err and '--resume auto' in out
+    p = _signalled_at_step(small_folder, run, 3, signal.SIGINT, '--max-steps', '8', '--ckpt-every-min', '100')
+    assert p.returncode == 130, p.stderr[-2000:]  # 128 + SIGINT, as the shell reports an interrupted command
+    assert 'SIGINT: stopping after this step with a checkpoint' in p.stderr and '--resume auto' in p.stdout
     stopped_at = torch.load(run / 'checkpoint.pth', weights_only=True)['step']  # no other checkpoint was due
-    assert 3 <= stopped_at < 8
+    assert stopped_at == 3  # the step in flight was finished and saved
     end = json.loads((run / 'log.jsonl').read_text().splitlines()[-1])
     assert (end['event'], end['reason'], end['signal'], end['step']) == ('end', 'interrupted', 'SIGINT', stopped_at)
     res = subprocess.run(_args(small_folder, run, '--max-steps', str(8 - stopped_at), '--resume', 'auto'),
@@ -72,13 +78,10 @@ def test_ctrl_c_saves_the_step_in_flight_then_resume_equals_uninterrupted(small_
 def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(small_folder, tmp_path, uninterrupted):
     env = ENV
     run = tmp_path / 'run'
-    p = subprocess.Popen(_args(small_folder, run, '--max-steps', '8', '--ckpt-every-min', '0'), cwd=str(ROOT),
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_steps(run / 'log.jsonl', 3, p)  # step 3: mid-epoch (6 steps per epoch)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    p = _signalled_at_step(small_folder, run, 3, signal.SIGKILL, '--max-steps', '8', '--ckpt-every-min', '0')
+    assert p.returncode == -signal.SIGKILL
     killed_at = torch.load(run / 'checkpoint.pth', weights_only=True)['step']
-    assert 0 < killed_at < 8
+    assert killed_at == 2  # killed in step 3 (mid-epoch: 6 steps per epoch), before its checkpoint
     res = subprocess.run(_args(small_folder, run, '--max-steps', str(8 - killed_at), '--resume', 'auto'),
                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -379,9 +379,12 @@ def test_sigterm_finishes_the_step_saves_it_and_restores_the_handlers(small_fold
     import signal
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     _signal_at_step(monkeypatch, 3, signal.SIGTERM)
+    from macrl_hub.train import TrainingInterrupted
     run = tmp_path / 'run'
-    res = train(_cfg(small_folder, run, max_steps=8, ckpt_every_min=100, ckpt_every_epochs=0))
-    assert res['reason'] == 'interrupted' and res['signal'] == signal.SIGTERM and res['step'] == 3
+    with pytest.raises(TrainingInterrupted) as e:  # a caller looping over runs stops too, never scores this one
+        train(_cfg(small_folder, run, max_steps=8, ckpt_every_min=100, ckpt_every_epochs=0))
+    res = e.value.result
+    assert e.value.signum == signal.SIGTERM and res['reason'] == 'interrupted' and res['step'] == 3
     assert torch.load(run / 'checkpoint.pth', weights_only=True)['step'] == 3  # the only checkpoint: the signal's
     end = read_log(run / 'log.jsonl')[-1]
     assert end['event'] == 'end' and end['reason'] == 'interrupted' and end['signal'] == 'SIGTERM'
@@ -411,6 +414,9 @@ def test_resume_auto_before_the_first_checkpoint_restarts_that_run_not_a_default
     (run / 'checkpoint.pth').unlink()  # as if killed before its first checkpoint: config.json and log rows remain
     with pytest.raises(ValueError, match='the run has --alpha 0.5, this command asks for 0.9'):
         main(['--out', str(run), '--resume', 'auto', '--alpha', '0.9'])
+    with pytest.raises(ValueError, match=r'the run has --mean \[0.5, 0.5, 0.5\], this command asks for \[0.4'):
+        main(['--out', str(run), '--resume', 'auto', '--mean', '0.4', '0.4', '0.4'])
+    old_log = (run / 'log.jsonl').read_text()
     main(['--out', str(run), '--resume', 'auto', '--max-steps', '2'])
     ck = torch.load(run / 'checkpoint.pth', weights_only=True)
     from macrl_hub.train import PER_INVOCATION, _clashes
@@ -422,6 +428,7 @@ def test_resume_auto_before_the_first_checkpoint_restarts_that_run_not_a_default
     assert steps == [1, 2]  # the restarted run's rows only
     raw = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
     assert [r['step'] for r in raw if 'img_per_s' in r] == [1, 2] and sum(r.get('event') == 'end' for r in raw) == 1
+    assert [p.read_text() for p in run.glob('log-before-*.jsonl')] == [old_log]  # the first log, kept aside
 
 
 def test_model_args_compare_by_value_on_resume():
@@ -446,3 +453,16 @@ def test_knn_monitor_holds_out_images_the_bank_does_not_hold():
     test = ImageTensors(data.images[:10], torch.arange(10) + 1000, ['c'])
     bank, held = _knn_sets(cfg, data, test)  # a test split: all of it is held out, the bank from train
     assert len(bank) == n and held.labels.min() >= 1000
+
+
+def test_an_ignored_signal_stays_ignored(small_folder, tmp_path, monkeypatch):
+    """A job started with SIGTERM ignored (nohup-style) keeps running through one, to the end of its steps."""
+    import signal
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        _signal_at_step(monkeypatch, 1, signal.SIGTERM)
+        res = train(_cfg(small_folder, tmp_path / 'run', max_steps=3))
+        assert res['step'] == 3 and res['reason'] == 'max_steps'
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old)
