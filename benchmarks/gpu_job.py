@@ -153,8 +153,10 @@ def trained_rows(run_dir: Path) -> int:
     return p.read_text().count('"img_per_s"') if p.is_file() else 0
 
 
-def stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+def stop(proc: subprocess.Popen, graceful: bool = True) -> None:
+    """SIGTERM (`macrl train` finishes its step and checkpoints it), SIGKILL 10 s later; at once when not
+    `graceful` (a child stalled before its first step has nothing to save: no 10 s to spend waiting)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10))[0 if graceful else 1:]:
         if proc.poll() is not None:
             return
         try:
@@ -189,7 +191,7 @@ def run(name: str, work: Path, share_s: float, final_s: float) -> Path:
         else:
             continue
         print(f'[{now():6.1f}s] {name}: {info["fallback"]}', flush=True)
-        stop(proc)
+        stop(proc, graceful=False)
         run_dir = work / f'{name}-eager'
         proc = launch(name, run_dir, end - now() - final_s, False, log_path)
         compile_ = False
