@@ -301,4 +301,10 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    from macrl_hub.train import TrainingInterrupted
+    try:
+        main()
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM (e.g. the GPU job's `timeout`) during a row's training
+        print(f'paper_table: {e} (that row resumes from it when the same command is run again; finished rows are '
+              'in the table already)', file=sys.stderr)
+        sys.exit(128 + e.signum)
