@@ -108,6 +108,9 @@ def _load_splits(data: str, size: int, n_train: int, n_test: int, seed: int):
 
 
 def _same_classes(train, test, data: str):
+    if len(train.classes) < 2:
+        raise ValueError(f'{data} has one class ({train.classes[0] if train.classes else "none"}): any classifier '
+                         'scores 100% on it, so kNN, linear probe and fine-tune need at least 2 classes')
     if train.classes != test.classes:
         raise ValueError(f'train and test splits of {data} have different classes: only in train '
                          f'{sorted(set(train.classes) - set(test.classes))}, only in test '

@@ -559,6 +559,9 @@ def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path,
     if test_data is None:
         print('macrl train: --final-knn needs a test split in --data; skipped')
         return None
+    if len(train_data.classes) < 2:
+        print('macrl train: --final-knn needs at least 2 classes (one scores 100% whatever the encoder); skipped')
+        return None
     from .evaluate import eval_knn, eval_record, write_eval_record
     t0 = time.time()
     data = cfg.data or default_data()

@@ -145,6 +145,20 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['fine-tune --resume with another --lr'] = Case(
         lambda: eval_main(tune + ['--resume', '--lr', '1e-2']), ValueError, r'lr \(checkpoint 0.0015, now 0.01\)',
         _files(ft))
+    one = tmp / 'one_class'
+    for split in ('train', 'test'):
+        (one / split / 'cat').mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(one / split / 'cat' / f'{i}.png')
+    cases['a dataset with one class (macrl eval)'] = Case(
+        lambda: eval_main(['knn', '--model', str(ckpt), '--data', str(one)]), ValueError,
+        r'has one class \(cat\): any classifier scores 100%', _files(one))
+    cases['mean/std on a 0-255 scale (macrl train)'] = Case(
+        lambda: _cli_error(['train', '--mean', '125', '123', '114', '--std', '63', '62', '66', '--data', str(folder),
+                            '--out', str(tmp / 'scale')]), ValueError, r'--mean is on the 0-1 scale .*\[0.4902', [])
+    cases['export --name with a space or a slash'] = Case(
+        lambda: export(str(ckpt), 'macrl_vit_tiny_p4_cifar.my data/v1', str(tmp / 'cards_bad')), ValueError,
+        r'letters, digits', [ckpt])
     return cases
 
 
@@ -168,7 +182,8 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
-         'fine-tune --resume with another --lr']
+         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
+         'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash']
 
 
 @pytest.fixture(scope='module')
