@@ -256,8 +256,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     alone."""
     t_start = time.time()  # the run's clock (time budget, train_time) includes joining the group
     owns_group = _init_process_group(cfg)
+    out, existed = Path(cfg.out), Path(cfg.out).exists()
     try:
         return _train(cfg, t_start)
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):  # a failed start (e.g. bad --data) leaves no
+            out.rmdir()  # empty folder behind; anything written in it (a run that began) stays
+        raise
     finally:
         if owns_group and is_dist():
             dist.destroy_process_group()

@@ -339,6 +339,17 @@ def test_mean_without_std_is_refused_for_a_new_run(tmp_path):
     assert not (tmp_path / 'run').exists()  # refused before anything was made
 
 
+def test_a_failed_start_leaves_no_empty_out_folder(tmp_path):
+    from macrl_hub.data import DataError
+    with pytest.raises(DataError):
+        train(_cfg(tmp_path / 'no-such-data', tmp_path / 'runs' / 'new'))
+    assert not (tmp_path / 'runs' / 'new').exists()
+    (tmp_path / 'mine').mkdir()  # a folder the user made stays, empty or not
+    with pytest.raises(DataError):
+        train(_cfg(tmp_path / 'no-such-data', tmp_path / 'mine'))
+    assert (tmp_path / 'mine').is_dir()
+
+
 def test_mean_std_flags_parse_and_are_checked():
     import argparse
     from macrl_hub.config import add_dataclass_args, config_from_args
