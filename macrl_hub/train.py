@@ -527,8 +527,9 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             log_f.close()
         raise TrainingDiverged(
             f'loss is {sums["loss"]} at step {step} ({ {k: round(v, 4) for k, v in sums.items()} }); stopped. The last '
-            f'good checkpoint, {ckpt_path if ckpt_path.exists() else "none yet"}, is untouched: lower --blr, '
-            f'set --clip-grad 1.0 or use --precision fp32, then --resume auto')
+            f'good checkpoint, {ckpt_path if ckpt_path.exists() else "none yet"}, is untouched: continue it in fp32 '
+            f'with `macrl train --out {out} --resume auto --precision fp32`, or start a new --out with a lower --blr '
+            f'or --clip-grad 1.0 (settings a resumed run may not change)')
     if master:
         _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision)
         summary = dict(event='end', reason=stop_reason, step=step, epochs=step / steps_per_epoch,

@@ -137,11 +137,15 @@ def test_nan_in_a_batch_stops_and_keeps_checkpoint(small_folder, tmp_path, monke
         return v1, v2
 
     monkeypatch.setattr(train_mod.PairAugment, '__call__', poisoned)
-    with pytest.raises(TrainingDiverged, match='loss is nan at step 2'):
+    with pytest.raises(TrainingDiverged, match='loss is nan at step 2') as e:
         train(_cfg(small_folder, tmp_path / 'run', max_steps=3, resume='auto', ckpt_every_min=0))
     assert _sha(ck) == before
     end = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines()]
     assert end[-1].get('step', 0) <= 2  # nothing logged past the last good step
+    assert '--resume auto --precision fp32' in str(e.value)  # the advice is a command resume accepts:
+    monkeypatch.undo()
+    res = train(_cfg(small_folder, tmp_path / 'run', max_steps=1, resume='auto', precision='fp32'))
+    assert res['step'] == 3  # from the untouched step-2 checkpoint
 
 
 def test_atomic_writes_give_new_files_the_usual_permissions(tmp_path):
