@@ -126,10 +126,18 @@ PROVENANCE: Dict[str, str] = {'license': 'apache-2.0', 'paper_ids': 'arXiv:2211.
                               'origin_url': 'https://github.com/macrl-hub/macrl-hub'}
 
 
+#: how every macrl_hub pipeline feeds an encoder (`data.load_dataset`: shorter side to the input size, bicubic,
+#: centre crop, no margin) in timm's cfg terms, so that timm's resolve_data_config + create_transform reproduce it
+#: pixel for pixel; and a safetensors state dict, never the custom (.npz) loader a stock timm cfg may name.
+#: An exported config.json carries these whatever the architecture's own cfg said (a stock ViT's: crop_pct 0.9).
+PIPELINE_CFG: Dict[str, Any] = {'crop_pct': 1.0, 'crop_mode': 'center', 'interpolation': 'bicubic',
+                                'custom_load': False}
+
+
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     return {
-        'url': '', 'num_classes': 0, 'input_size': (3, 32, 32), 'pool_size': None, 'crop_pct': 1.0,
-        'interpolation': 'bicubic', 'fixed_input_size': True, 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'url': '', 'num_classes': 0, 'input_size': (3, 32, 32), 'pool_size': None, **PIPELINE_CFG,
+        'fixed_input_size': True, 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
         'first_conv': 'patch_embed.proj', 'classifier': 'head', **PROVENANCE, **kwargs,
     }
 
@@ -141,17 +149,10 @@ _TAG_CFGS: Dict[str, Dict[str, Any]] = {
     'cifar10': _cifar10,
     'cifar10_lin': dict(_cifar10, num_classes=10, label_names=CIFAR10_CLASSES),
     'cifar100': _cifar100,
-    'tinyimagenet': dict(_in1k, input_size=(3, 64, 64)),  # crop_pct 1.0 (_cfg) as every tag: PIPELINE_CFG
+    'tinyimagenet': dict(_in1k, input_size=(3, 64, 64)),  # crop_pct 1.0 as every tag (_cfg: PIPELINE_CFG)
     'imagenette': dict(_in1k, input_size=(3, 224, 224)),
     'imagewoof': dict(_in1k, input_size=(3, 224, 224)),
 }
-
-#: how every macrl_hub pipeline feeds an encoder (`data.load_dataset`: shorter side to the input size, bicubic,
-#: centre crop, no margin) in timm's cfg terms, so that timm's resolve_data_config + create_transform reproduce it
-#: pixel for pixel; and a safetensors state dict, never the custom (.npz) loader a stock timm cfg may name.
-#: An exported config.json carries these whatever the architecture's own cfg said (a stock ViT's: crop_pct 0.9).
-PIPELINE_CFG: Dict[str, Any] = {'crop_pct': 1.0, 'crop_mode': 'center', 'interpolation': 'bicubic',
-                                'custom_load': False}
 
 
 def _timm_cfgs(table: Dict[str, Optional[str]], archs: Iterable[str]) -> Dict[str, Dict[str, Any]]:
@@ -280,12 +281,13 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     )
     vit = model.model if hasattr(model, 'model') else model  # features_only: timm's FeatureGetterNet(model)
     vit.patch_embed.register_forward_pre_hook(check_input)
+    size = input_size(vit)
     for m in (model, vit):  # the weights were handed over in the cfg: loaded now, so not kept (a second copy of
         for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
             if isinstance(cfg, dict):
                 cfg.pop('state_dict', None)
-                if input_size(vit) is not None:  # an img_size= override (e.g. fine-tuning at 64 px): sized for it
-                    cfg['input_size'] = input_size(vit)
+                if size is not None:  # an img_size= override (e.g. fine-tuning at 64 px): sized for it
+                    cfg['input_size'] = size
     return model
 
 

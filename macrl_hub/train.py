@@ -270,8 +270,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
 def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     budget = parse_duration(cfg.time_budget)
-    resuming = cfg.resume not in ('', 'auto') or (cfg.resume == 'auto' and (Path(cfg.out) / CKPT_NAME).is_file())
-    if not resuming and (cfg.mean is None) != (cfg.std is None):  # (a resumed run compares them with its record)
+    resume = str(_resume_path(cfg) or '') if cfg.resume else ''  # the checkpoint to continue; '' for a new run
+    if not resume and (cfg.mean is None) != (cfg.std is None):  # (a resumed run compares them with its record)
         raise ValueError(f'--{"mean" if cfg.mean is not None else "std"} was given without '  # else it would pair
                          f'--{"std" if cfg.mean is not None else "mean"}: give both, your data\'s statistics')
     device = _device(cfg)
@@ -339,9 +339,6 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     step, seen_time = 0, 0.0
     ckpt_path = out / CKPT_NAME
-    resume = cfg.resume
-    if resume == 'auto':
-        resume = str(ckpt_path) if ckpt_path.is_file() else ''
     check_same_on_all_ranks(bool(resume), device, f'--resume: not every rank sees {ckpt_path}; only rank 0 writes '
                             'checkpoints, so --out must be a folder all nodes share')
     if resume:
@@ -668,7 +665,8 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     A flag that would change what the run learns (e.g. --alpha) and differs from the checkpoint is an error,
     so forgetting or mistyping a flag on resume can never silently change a run half way."""
     path = _resume_path(cfg)
-    if path is None:  # --resume auto, no checkpoint yet: a fresh run, or one stopped before its first checkpoint
+    no_checkpoint = path is None  # --resume auto, no checkpoint yet: a new run, or one stopped before its first
+    if no_checkpoint:
         path = Path(cfg.out) / 'config.json'
         if not path.is_file():
             return cfg
@@ -686,7 +684,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     else:
         saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
-    if path.name == 'config.json':  # no checkpoint to resolve --mean/--std against: compared as given
+    if no_checkpoint:  # no checkpoint record to resolve --mean/--std against: compared as given
         clash.update({k: (saved.get(k), given[k]) for k in NORMALIZATION
                       if k in given and _norm(given[k]) != _norm(saved.get(k))})
     if clash:
