@@ -10,6 +10,8 @@ from macrl_hub.card import write_model_card
 from macrl_hub.config import TrainConfig
 from macrl_hub.export import plain_timm_config
 
+from test_train import small_folder  # noqa: F401  (fixture)
+
 NAME = 'macrl_vit_tiny_p4_cifar.cifar10'
 
 
@@ -175,17 +177,15 @@ def test_the_cards_train_command_reproduces_the_run(argv):
     assert _parsed(shlex.split(cmd.replace('\\\n', ' '))[2:]) == cfg, cmd
 
 
-def test_card_of_a_run_resumed_under_max_steps_reruns_its_total(tmp_path):
-    """`--max-steps` counts per invocation: 1 step, then `--resume auto --max-steps 3`, trains 4 of an 8-step
+def test_card_of_a_run_resumed_under_max_steps_reruns_its_total(small_folder, tmp_path):
+    """`--max-steps` counts per invocation: 1 step, then `--resume auto --max-steps 3`, trains 4 of a 12-step
     schedule. The log says the invocation stopped on --max-steps (not 'done'), and the card's command reruns 4."""
     from test_train import _cfg
     from macrl_hub.export import export
     from macrl_hub.train import read_log, train
-    data = tmp_path / 'data'
-    _make_folder(data)
     run = tmp_path / 'run'
-    train(_cfg(data, run, max_steps=1))
-    res = train(_cfg(data, run, max_steps=3, resume='auto'))
+    train(_cfg(small_folder, run, max_steps=1))
+    res = train(_cfg(small_folder, run, max_steps=3, resume='auto'))
     assert res['step'] == 4 and res['reason'] == 'max_steps'
     assert [r['reason'] for r in read_log(run / 'log.jsonl') if r.get('event') == 'end'] == ['max_steps', 'max_steps']
     card = (export(str(run / 'checkpoint.pth'), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'cards'))
@@ -194,13 +194,3 @@ def test_card_of_a_run_resumed_under_max_steps_reruns_its_total(tmp_path):
     assert '- 4 steps = ' in card and '--max-steps 4' in cmd and '--max-steps 3' not in cmd
     assert 'stopped: max_steps (the learning-rate schedule had not finished)' in card
 
-
-def _make_folder(root, n: int = 128) -> None:
-    """n random 32x32 PNGs in 4 classes, train split only."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        d = root / 'train' / f'c{i % 4}'
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f'{i}.png')
