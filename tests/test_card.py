@@ -108,6 +108,29 @@ def test_cards_show_no_local_data_paths():
         assert '--data ../' not in text and 'shared/data' not in text and '--data .data/' not in text, readme
 
 
+def test_published_cards_state_their_inputs_and_their_gap_to_the_paper():
+    """Each published card's inputs are its config.json's, and its row beside the paper's numbers is its own
+    linear probe (model-index) after its own pretraining epochs (Training section)."""
+    import re
+    from pathlib import Path
+    from huggingface_hub import ModelCard
+    from macrl_hub.card import _inputs_line
+    from macrl_hub.paper import paper_results
+    paper_lin = paper_results('cifar10')['linear']['MACRL'].top1
+    folders = sorted((Path(__file__).resolve().parent.parent / 'model_cards').glob('*.cifar10*'))
+    assert folders
+    for folder in folders:
+        text = (folder / 'README.md').read_text()
+        config = json.loads((folder / 'config.json').read_text())
+        assert _inputs_line(config['pretrained_cfg']) in text, folder
+        lin = next(r.metric_value for r in ModelCard.load(folder / 'README.md').data.eval_results
+                   if r.metric_name == 'linear probe top-1')
+        epochs = re.search(r'^- \d+ steps = ([\d.]+) of', text, re.M).group(1)
+        section = text.split('## Compared with the paper')[1].split('## Training')[0]
+        assert f'| MACRL, this card | {epochs} (512) | {lin:.2f}% (100) | not run |' in section, folder
+        assert f'linear probe {paper_lin - lin:.2f} points below the paper\'s MACRL ({lin:.2f}% vs ' in section, folder
+
+
 def _paper_card(tmp_path, arch, tag, evals, model_args=None):
     cfg = dataclasses.asdict(TrainConfig(model=arch, epochs=100, batch_size=512, out='runs/x'))
     model = timm.create_model(arch, **(model_args or {}))
