@@ -1,8 +1,9 @@
-"""Two processes x batch B (torchrun, gloo) train exactly as one process x batch 2B."""
+"""Two processes x batch B (torchrun, gloo) train exactly as one process x batch 2B, and take every decision together."""
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -117,3 +118,54 @@ def test_ranks_take_one_decision(tmp_path):
     assert all('only rank 0 sees the checkpoint (true on ranks [0], false on [1])' in g['err'] for g in got)
     assert all('the ranks run with different settings than rank 0' in g['cfg_err'] for g in got)  # before any work
     assert not any((tmp_path / f'run{r}').exists() for r in range(2))
+
+
+def _one_rank_signalled(rank_: int, port: int, folder: str, out: str) -> None:
+    """Rank 1 alone gets SIGTERM at the end of step 2 (one node preempted); every rank records how train ended."""
+    import os
+    import signal
+    from macrl_hub.macrl import MACRL
+    from macrl_hub.train import TrainingInterrupted, train
+    from test_train import _cfg
+    os.environ.update(RANK=str(rank_), WORLD_SIZE='2', LOCAL_RANK=str(rank_), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    real, calls = MACRL.update_momentum, []
+
+    def update(self, m):
+        real(self, m)
+        calls.append(1)
+        if rank_ == 1 and len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    MACRL.update_momentum = update
+    try:
+        train(_cfg(folder, out, max_steps=6, ckpt_every_min=100))
+        got = {'raised': None, 'steps': len(calls)}
+    except TrainingInterrupted as e:
+        got = {'raised': e.signum, 'steps': len(calls), 'step': e.result['step']}
+    torch.save(got, f'{out}/rank{rank_}.pt')
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(small_folder, tmp_path):
+    """Every rank finishes the step in flight, rank 0 checkpoints it, and each rank raises TrainingInterrupted with
+    the signal one of them got: no rank trains on alone into a collective the others have left."""
+    import json
+    import signal
+    import socket
+    import time
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = tmp_path / 'run'
+    out.mkdir()
+    ranks, t0 = mp.spawn(_one_rank_signalled, args=(port, str(small_folder), str(out)), nprocs=2, join=False), time.time()
+    while not ranks.join(timeout=2):
+        if time.time() - t0 > 180:  # a rank that trained on alone waits in a collective until gloo's 30 min timeout
+            for p in ranks.processes:
+                p.kill()
+            pytest.fail('the ranks did not stop at the same step: still running after 180 s')
+    got = [torch.load(out / f'rank{r}.pt') for r in range(2)]
+    assert got == [{'raised': signal.SIGTERM, 'steps': 2, 'step': 2}] * 2, got
+    assert torch.load(out / 'checkpoint.pth', weights_only=True)['step'] == 2
+    end = json.loads((out / 'log.jsonl').read_text().splitlines()[-1])
+    assert (end['event'], end['reason'], end['signal'], end['step']) == ('end', 'interrupted', 'SIGTERM', 2)
