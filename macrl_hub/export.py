@@ -26,7 +26,7 @@ from .models import (MACRL_ARCHS, NORMALIZATION, PIPELINE_CFG, PROVENANCE, archi
                      cfg_flags, checkpoint_data_config, checkpoint_filter_fn, declared_cfg, set_data_config)
 from .weights import load_checkpoint, load_safetensors, save_safetensors, staging_dir
 
-__all__ = ['export', 'plain_timm_config', 'write_model_files', 'main']
+__all__ = ['export', 'plain_timm_config', 'write_model_files', 'save_for_timm', 'main']
 
 # a stock timm ViT for each MACRL width, one that registers only what model_args overrides (patch, width, depth,
 # heads), verified on export by `_check_rebuilds`. Not timm's ViT-Medium for 512-d: its LayerScale cannot be turned
@@ -117,6 +117,40 @@ def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any]
                      metadata={'format': 'pt'})
     (folder / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
     return config
+
+
+def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Optional[List[str]] = None,
+                  dtype: torch.dtype = torch.float32) -> Dict[str, Any]:
+    """A model from `timm.create_model('macrl_vit_*', ...)`, e.g. fine-tuned in your own code, as a folder that plain
+    timm loads with no macrl_hub installed: `timm.create_model('local-dir:<folder>', pretrained=True)`, or
+    `hf-hub:` after `huggingface_hub.upload_folder`. model.safetensors (`dtype`) + config.json naming a stock timm
+    ViT with every argument (timm's own `save_for_hf` names the macrl_vit_* architecture, which needs the plugin).
+    Overrides made at creation (`img_size=`, `num_classes=`, `global_pool=`) are carried; `tag` defaults to the
+    model's own (e.g. cifar10); `label_names` names the classifier's outputs. Returns config.json's content."""
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    if not hasattr(model, 'patch_embed') or arch is None:
+        raise ValueError(f'save_for_timm takes a VisionTransformer built by timm.create_model; got '
+                         f'{type(model).__name__} (a features_only wrapper: save the model it wraps)')
+    model_args = {}
+    if arch in MACRL_ARCHS:  # the arguments that differ from the registered architecture's
+        base = architecture_args(arch)
+        model_args = {k: v for k, v in _geometry(model).items() if base.get(k) != v}
+    num_classes = getattr(model, 'num_classes', 0)
+    if label_names is not None and len(label_names) != num_classes:
+        raise ValueError(f'{len(label_names)} label_names for a model with {num_classes} classes')
+    had = model.pretrained_cfg.get('label_names')
+    if label_names is not None:
+        model.pretrained_cfg['label_names'] = list(label_names)
+    elif had is not None and len(had) != num_classes:  # a *_lin tag's names, but the head was replaced
+        model.pretrained_cfg.pop('label_names')
+    try:
+        return write_model_files(model, Path(folder), arch, model_args, tag or model.pretrained_cfg.get('tag') or
+                                 'finetuned', dtype)
+    finally:
+        if had is None:
+            model.pretrained_cfg.pop('label_names', None)
+        else:
+            model.pretrained_cfg['label_names'] = had
 
 
 def _load_checkpoint(path: Path):

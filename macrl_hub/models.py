@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import PatchEmbed
 from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter_fn
 
@@ -77,27 +78,38 @@ def check_input(patch_embed: nn.Module, args: Tuple[torch.Tensor]) -> None:
     skipped (the scripted model keeps timm's own asserts); `torch.export`/ONNX trace it once on the example input.
     """
     if not torch.jit.is_scripting():
-        x = args[0]
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f'expected a (B, C, H, W) image tensor, got {type(x).__name__} '
-                             f'of shape {tuple(getattr(x, "shape", ()))}')
-        shape = tuple(x.shape)
-        channels = patch_embed.proj.in_channels
-        if patch_embed.img_size is not None and patch_embed.strict_img_size:
-            expected = (channels, *patch_embed.img_size)
-            if shape[1:] != expected:
-                raise ValueError(f'the model expects input (B, {expected[0]}, {expected[1]}, {expected[2]}), '
-                                 f'got {shape}; resize with timm.data.resolve_data_config + create_transform')
-        elif shape[1] != channels:
-            raise ValueError(f'expected {channels} input channels, got {shape[1]} (shape {shape})')
-        elif not patch_embed.dynamic_img_pad and (shape[2] % patch_embed.patch_size[0] or
-                                                  shape[3] % patch_embed.patch_size[1]):
-            raise ValueError(f'input height and width must be multiples of the patch size '
-                             f'{tuple(patch_embed.patch_size)}, got {shape}')
-        if not x.is_floating_point():
-            raise ValueError(f'expected a float image tensor (normalised with the model\'s mean/std), got '
-                             f'{x.dtype}; convert with timm.data.resolve_data_config + create_transform, or '
-                             f'x.float() / 255 then normalise')
+        if not isinstance(args[0], torch.fx.Proxy):  # torch.fx traces symbolically: no input to check
+            _check_image(patch_embed, args[0])
+
+
+def _check_image(patch_embed: nn.Module, x: Any) -> None:
+    """check_input's eager checks of one image batch `x`, in the order a user's mistake is most likely named."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f'expected a (B, C, H, W) image tensor, got {type(x).__name__} '
+                         f'of shape {tuple(getattr(x, "shape", ()))}')
+    shape = tuple(x.shape)
+    channels = patch_embed.proj.in_channels
+    if shape[1] != channels:
+        layout = ('; channels last? x.permute(0, 3, 1, 2) makes it (B, C, H, W)'
+                  if shape[3] == channels else '')
+        raise ValueError(f'expected {channels} input channels (B, {channels}, H, W), got {shape}{layout}')
+    if patch_embed.img_size is not None and patch_embed.strict_img_size:
+        expected = (channels, *patch_embed.img_size)
+        if shape[1:] != expected:
+            raise ValueError(f'the model expects input (B, {expected[0]}, {expected[1]}, {expected[2]}), '
+                             f'got {shape}; resize with timm.data.resolve_data_config + create_transform')
+    elif not patch_embed.dynamic_img_pad and (shape[2] % patch_embed.patch_size[0] or
+                                              shape[3] % patch_embed.patch_size[1]):
+        raise ValueError(f'input height and width must be multiples of the patch size '
+                         f'{tuple(patch_embed.patch_size)}, got {shape}')
+    if not x.is_floating_point():
+        raise ValueError(f'expected a float image tensor (normalised with the model\'s mean/std), got '
+                         f'{x.dtype}; convert with timm.data.resolve_data_config + create_transform, or '
+                         f'x.float() / 255 then normalise')
+    weight = patch_embed.proj.weight
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f'the input is {x.dtype} but the model\'s weights are {weight.dtype}: convert one '
+                         f'(x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast')
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTransformer) -> Dict[str, torch.Tensor]:
@@ -280,8 +292,10 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         **kwargs,
     )
     vit = model.model if hasattr(model, 'model') else model  # features_only: timm's FeatureGetterNet(model)
-    vit.patch_embed.register_forward_pre_hook(check_input)
-    size = input_size(vit)
+    pe = next((m for m in model.modules() if isinstance(m, PatchEmbed)), None)  # any features_only wrapper
+    if pe is not None:  # None: feature_cls='fx' traced it into a graph (no input check there)
+        pe.register_forward_pre_hook(check_input)
+    size = (pe.proj.in_channels, *pe.img_size) if pe is not None and pe.img_size else None
     for m in (model, vit):  # the weights were handed over in the cfg: loaded now, so not kept (a second copy of
         for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
             if isinstance(cfg, dict):

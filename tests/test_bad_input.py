@@ -88,7 +88,12 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
         lambda: model(torch.randn(2, 3, 64, 64)), ValueError, r'expects input \(B, 3, 32, 32\), got \(2, 3, 64, 64\)',
         [])
     cases['one-channel tensor to an RGB model'] = Case(lambda: model(torch.randn(2, 1, 32, 32)), ValueError,
-                                                       r'\(B, 3, 32, 32\)', [])
+                                                       r'expected 3 input channels \(B, 3, H, W\)', [])
+    cases['channels-last tensor'] = Case(lambda: model(torch.randn(2, 32, 32, 3)), ValueError,
+                                         r'got \(2, 32, 32, 3\); channels last\? x\.permute\(0, 3, 1, 2\)', [])
+    cases['fp16 tensor to an fp32 model'] = Case(lambda: model(torch.randn(2, 3, 32, 32).half()), ValueError,
+                                                 r'input is torch\.float16 but the model\'s weights are torch\.float32',
+                                                 [])
     cases['wrong-size tensor to forward_features'] = Case(
         lambda: model.forward_features(torch.randn(2, 3, 64, 64)), ValueError,
         r'expects input \(B, 3, 32, 32\), got \(2, 3, 64, 64\)', [])
@@ -176,7 +181,8 @@ def _cli_error(argv):
 
 CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGBA / 16-bit images',
          'wrong-size tensor to a fixed-size model', 'one-channel tensor to an RGB model',
-         'wrong-size tensor to forward_features', 'uint8 image tensor', 'unknown model', 'unknown tag',
+         'wrong-size tensor to forward_features', 'uint8 image tensor', 'channels-last tensor',
+         'fp16 tensor to an fp32 model', 'unknown model', 'unknown tag',
          'unknown objective', 'checkpoint from another architecture', 'text file as a checkpoint (macrl eval)',
          'empty file as a checkpoint (macrl export)', 'truncated checkpoint (macrl train --resume)',
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',

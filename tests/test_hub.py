@@ -336,3 +336,35 @@ def test_plain_timm_preprocessing_from_config_json_is_macrls_pixel_for_pixel(tmp
     theirs = torch.stack([transform(Image.open(tmp_path / 'data' / 'train' / 'c' / f'{i}.png').convert('RGB'))
                           for i in range(len(shapes))])
     assert torch.allclose(theirs, (ours - mean) / std, atol=1e-5)
+
+
+def test_a_model_fine_tuned_in_user_code_saves_as_a_folder_plain_timm_loads(tmp_path):
+    """save_for_timm: a macrl_vit_* model created with overrides and trained in the user's own code becomes a
+    folder that a fresh interpreter without macrl_hub loads with timm alone: same outputs, sizes, labels."""
+    from macrl_hub.export import save_for_timm
+    torch.manual_seed(0)
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, img_size=48, num_classes=3, global_pool='max')
+    with torch.no_grad():
+        for p in model.parameters():  # "fine-tuned": no longer an init timm could reproduce
+            p.add_(torch.randn_like(p))
+    names = ['cat', 'dog', 'owl']
+    config = save_for_timm(model.eval(), str(tmp_path / 'mine'), label_names=names)
+    assert config['architecture'] == 'vit_tiny_patch16_224' and 'label_names' not in model.pretrained_cfg
+    x = torch.randn(2, 3, 48, 48)
+    torch.save(x, tmp_path / 'x.pt')
+    code = ('import sys, json, torch, timm\n'
+            f'm = timm.create_model("local-dir:{tmp_path / "mine"}", pretrained=True).eval()\n'
+            'assert "macrl_hub" not in sys.modules\n'
+            'cfg = timm.data.resolve_data_config({}, model=m)\n'
+            f'torch.save([m(torch.load({str(tmp_path / "x.pt")!r})), cfg["input_size"], '
+            f'm.pretrained_cfg["label_names"]], {str(tmp_path / "out.pt")!r})\n')
+    _run(code, {})
+    y, size, labels = torch.load(tmp_path / 'out.pt')
+    with torch.no_grad():
+        assert torch.equal(y, model(x))
+    assert tuple(size) == (3, 48, 48) and labels == names
+    with pytest.raises(ValueError, match='2 label_names for a model with 3 classes'):
+        save_for_timm(model, str(tmp_path / 'other'), label_names=['a', 'b'])
+    with pytest.raises(ValueError, match='features_only wrapper'):
+        save_for_timm(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, features_only=True, out_indices=(0,)),
+                      str(tmp_path / 'f'))

@@ -186,16 +186,49 @@ def test_bad_input_is_a_value_error():
     for entry in (m, m.forward_features, lambda x: m.forward_intermediates(x, intermediates_only=True), fo):
         with pytest.raises(ValueError, match=r'expects input \(B, 3, 32, 32\), got \(1, 3, 64, 64\)'):
             entry(torch.randn(1, 3, 64, 64))
-        with pytest.raises(ValueError, match=r'\(B, 3, 32, 32\), got \(1, 1, 32, 32\)'):
+        with pytest.raises(ValueError, match=r'expected 3 input channels \(B, 3, H, W\), got \(1, 1, 32, 32\)$'):
             entry(torch.randn(1, 1, 32, 32))
+        with pytest.raises(ValueError, match=r'got \(1, 32, 32, 3\); channels last\? x.permute\(0, 3, 1, 2\)'):
+            entry(torch.randn(1, 32, 32, 3))
+        with pytest.raises(ValueError, match=r'the input is torch.float16 but the model\'s weights are torch.float32'):
+            entry(torch.randn(1, 3, 32, 32).half())
         with pytest.raises(ValueError, match=r'^expected a float image tensor .* got torch.uint8; [^\n]*$'):
             entry(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_other_precisions_pass_the_input_check():
+    """The dtype check names a mismatch, not a precision: bf16 weights with bf16 input, and autocast (which casts
+    the input inside the conv), run as on a stock timm ViT."""
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert m(x.bfloat16()).shape == (2, 192)
+    assert m.to(torch.bfloat16)(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_fx_tracing_and_every_features_only_wrapper_work_as_on_timm_vits():
+    """torch.fx (timm's create_feature_extractor, FX necks and quantization) traces through the input check, and
+    features_only builds with each of timm's feature classes; the getter and hook wrappers still check input."""
+    from timm.models import create_feature_extractor, get_graph_node_names
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert any(n.startswith('blocks.1.mlp') for n in get_graph_node_names(m)[1])
+    fx = create_feature_extractor(m, {'blocks.1': 'b1'})
+    assert torch.equal(fx(x)['b1'], m.forward_intermediates(x, indices=[1], output_fmt='NLC',
+                                                          intermediates_only=True)[0])
+    for cls, shape in (('getter', (2, 192, 8, 8)), ('hook', (2, 64, 192)), ('fx', (2, 64, 192))):  # as timm's ViTs
+        fo = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, features_only=True, feature_cls=cls,
+                               out_indices=(-1,)).eval()
+        assert [tuple(f.shape) for f in fo(x)] == [shape], cls
+        if cls != 'fx':  # traced into a graph: timm's own checks only
+            with pytest.raises(ValueError, match='expects input'):
+                fo(torch.randn(1, 3, 64, 64))
 
 
 def test_bad_input_with_dynamic_img_size():
     m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, dynamic_img_size=True)
     assert m(torch.randn(1, 3, 48, 64)).shape == (1, 192)  # any multiple of the patch size
-    with pytest.raises(ValueError, match=r'expected 3 input channels, got 1'):
+    with pytest.raises(ValueError, match=r'expected 3 input channels \(B, 3, H, W\), got \(1, 1, 48, 64\)'):
         m.forward_features(torch.randn(1, 1, 48, 64))
     with pytest.raises(ValueError, match=r'multiples of the patch size \(4, 4\), got \(1, 3, 30, 32\)'):
         m.forward_features(torch.randn(1, 3, 30, 32))
