@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ['write_model_card', 'train_command', 'hardware', 'public_data_arg', 'METRIC_NAMES', 'metric_name',
-           'parse_metric_name']
+           'parse_metric_name', 'model_details', 'model_stats']
 
 _DATASETS = {'cifar10': 'cifar10', 'cifar100': 'cifar100', 'tinyimagenet': 'zh-plus/tiny-imagenet',
              'imagenette': 'frgfm/imagenette', 'imagewoof': 'frgfm/imagewoof'}
@@ -163,6 +163,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'{", ".join(config["pretrained_cfg"].get("label_names", []))}) trained by the linear probe on the frozen '
         f'encoder, so `pretrained=True` classifies out of the box.',
         '',
+        *model_details(config, dataset_key),
         '## Usage',
         '',
         '```python',
@@ -286,6 +287,45 @@ def paper_section(model_args: Dict[str, Any], dataset_key: str, evals: List[Dict
                   + ('A shorter pretraining than the paper\'s: not a reproduction of its number.'
                      if not pretrain_epochs or pretrain_epochs < PAPER_PRETRAIN_EPOCHS else '')]
     return lines
+
+
+def model_stats(config: Dict[str, Any]) -> Tuple[float, float]:
+    """(parameters in millions, GMACs of one forward at the input size, attention's token-token products included)
+    of the model config.json describes, counted by torch's FlopCounterMode on the meta device (no weights, no
+    compute)."""
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device('meta'):
+        model = timm.create_model(config['architecture'], pretrained=False, num_classes=config['num_classes'],
+                                  **config['model_args']).eval()
+        x = torch.empty(1, *config['pretrained_cfg']['input_size'])
+    for block in getattr(model, 'blocks', ()):  # explicit attention: its matmuls counted whichever SDPA kernel
+        if hasattr(getattr(block, 'attn', None), 'fused_attn'):
+            block.attn.fused_attn = False
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return sum(p.numel() for p in model.parameters()) / 1e6, counter.get_total_flops() / 2e9
+
+
+def model_details(config: Dict[str, Any], dataset_key: str) -> List[str]:
+    """'## Model Details' as timm's own cards have it: type, stats, paper, dataset, origin."""
+    from .paper import PAPER_DATASETS
+    params, gmacs = model_stats(config)
+    size = ' x '.join(str(v) for v in config['pretrained_cfg']['input_size'][1:])
+    kind = ('Image classification (a linear probe on the frozen MACRL encoder) / feature backbone'
+            if config['num_classes'] else 'Image feature backbone, self-supervised (MACRL)')
+    return ['## Model Details', '',
+            f'- **Model Type:** {kind}',
+            '- **Model Stats:**',
+            f'  - Params (M): {params:.1f}',
+            f'  - GMACs: {gmacs:.2f} (one image; attention\'s token-token products included)',
+            f'  - Image size: {size}',
+            '- **Papers:**',
+            '  - Masked Contrastive Representation Learning: https://arxiv.org/abs/2211.06012',
+            f'- **Dataset:** {PAPER_DATASETS.get(dataset_key, dataset_key.upper())}',
+            f'- **Original:** {config["pretrained_cfg"].get("origin_url", "https://github.com/macrl-hub/macrl-hub")}',
+            '']
 
 
 def _inputs_line(pcfg: Dict[str, Any]) -> str:

@@ -108,13 +108,28 @@ def test_cards_show_no_local_data_paths():
         assert '--data ../' not in text and 'shared/data' not in text and '--data .data/' not in text, readme
 
 
+@pytest.mark.parametrize('num_classes, img_size', [(0, 32), (10, 48)])
+def test_model_stats_count_every_matmul_of_a_vit(num_classes, img_size):
+    """Params and GMACs on the card: a ViT's multiply-adds by hand (patch projection, per block qkv + proj + MLP =
+    12 d^2 per token and the two token-token attention products 2 T^2 d, the head), and its parameter count."""
+    from macrl_hub.card import model_details, model_stats
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, img_size=img_size, num_classes=num_classes)
+    config = plain_timm_config(model, 'macrl_vit_tiny_p4_cifar', {'depth': 2, 'img_size': img_size}, 'x')
+    d, p, t = 192, 4, (img_size // 4) ** 2
+    macs = t * 3 * p * p * d + 2 * (t * 12 * d * d + 2 * t * t * d) + d * num_classes
+    params, gmacs = model_stats(config)
+    assert gmacs == pytest.approx(macs / 1e9, rel=1e-9)
+    assert params == pytest.approx(sum(q.numel() for q in model.parameters()) / 1e6, rel=1e-12)
+    assert f'  - Image size: {img_size} x {img_size}' in model_details(config, 'cifar10')
+
+
 def test_published_cards_state_their_inputs_and_their_gap_to_the_paper():
-    """Each published card's inputs are its config.json's, and its row beside the paper's numbers is its own
-    linear probe (model-index) after its own pretraining epochs (Training section)."""
+    """Each published card's inputs and model stats are its config.json's, and its row beside the paper's numbers
+    is its own linear probe (model-index) after its own pretraining epochs (Training section)."""
     import re
     from pathlib import Path
     from huggingface_hub import ModelCard
-    from macrl_hub.card import _inputs_line
+    from macrl_hub.card import _inputs_line, model_details
     from macrl_hub.paper import paper_results
     paper_lin = paper_results('cifar10')['linear']['MACRL'].top1
     folders = sorted((Path(__file__).resolve().parent.parent / 'model_cards').glob('*.cifar10*'))
@@ -129,6 +144,7 @@ def test_published_cards_state_their_inputs_and_their_gap_to_the_paper():
         section = text.split('## Compared with the paper')[1].split('## Training')[0]
         assert f'| MACRL, this card | {epochs} (512) | {lin:.2f}% (100) | not run |' in section, folder
         assert f'linear probe {paper_lin - lin:.2f} points below the paper\'s MACRL ({lin:.2f}% vs ' in section, folder
+        assert '\n'.join(model_details(config, 'cifar10')) + '\n## Usage' in text, folder
 
 
 def _paper_card(tmp_path, arch, tag, evals, model_args=None):
@@ -158,6 +174,9 @@ def test_card_of_the_papers_encoder_sets_its_numbers_beside_the_papers(tmp_path)
     assert 'linear probe 18.13 points below the paper\'s MACRL (72.89% vs 91.02%)' in section
     assert 'fine-tune 7.38 points below the paper\'s MACRL (90.50% vs 97.88%)' in section
     assert 'after 2.6% of its pretraining epochs' in section and 'no augmentation' in section
+    details = card.split('## Model Details')[1].split('## Usage')[0]  # timm's card section, before the usage
+    assert '- **Model Type:** Image feature backbone, self-supervised (MACRL)' in details
+    assert '  - Image size: 32 x 32' in details and '- **Dataset:** CIFAR-10' in details
 
 
 def test_card_of_another_encoder_or_dataset_says_what_the_paper_trained(tmp_path):
