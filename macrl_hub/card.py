@@ -270,9 +270,10 @@ def paper_section(model_args: Dict[str, Any], dataset_key: str, evals: List[Dict
     if lin_ev:
         aug = 'random-resized-crop + flip augmentation' if lin_ev.get('probe_augment') else \
             'no augmentation (features cached once)'
+        warm = f'{lin_ev["probe_warmup_epochs"]:g} warmup epochs, ' if lin_ev.get('probe_warmup_epochs') else ''
         lines[-1] += (f' This card\'s linear probe: {lin_ev.get("probe_optimizer", "?")}, '
                       f'lr {lin_ev.get("probe_lr", "?")}, weight decay {lin_ev.get("probe_weight_decay", "?")}, '
-                      f'{aug}, on {lin_ev.get("n_train", "?")} train images.')
+                      f'{warm}{aug}, on {lin_ev.get("n_train", "?")} train images.')
     gaps = []
     for ev, key, proto, name in ((lin_ev, 'linear_top1', 'linear', 'linear probe'),
                                  (ft_ev, 'finetune_top1', 'finetune', 'fine-tune')):

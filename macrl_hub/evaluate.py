@@ -142,14 +142,15 @@ def eval_knn(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, n_train
 def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 256, lr: float = 0.1,
                 optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0, precision: str = 'auto', device=None,
                 seed: int = 0, save_head: Optional[str] = None, weight_decay: float = 0.0,
-                augment: bool = False) -> Dict[str, Any]:
+                augment: bool = False, warmup_epochs: float = 0.0) -> Dict[str, Any]:
     """Linear probe on the frozen encoder. augment=False: on cached features of the unaugmented images (fast);
     augment=True: each step on features of a fresh RandomResizedCrop (scale 0.08-1) + flip of its images (the
-    paper's probe; one encoder forward per image per epoch)."""
+    paper's probe; one encoder forward per image per epoch). lr: linear warmup for `warmup_epochs`, then cosine."""
     train, test = _splits(model, data, n_train, n_test, seed)
     ftr, fte = _features(model, train, test, precision, device)
     aug = _augmented_features(model, train, precision, device, seed) if augment else None
-    return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug)
+    return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug,
+                   warmup_epochs)
 
 
 def _augmented_features(model: nn.Module, train, precision: str, device, seed: int):
@@ -174,30 +175,32 @@ def _augmented_features(model: nn.Module, train, precision: str, device, seed: i
 def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, epochs: int = 100,
                     batch_size: int = 256, lr: float = 0.1, optimizer: str = 'sgd', n_train: int = 0, n_test: int = 0,
                     precision: str = 'auto', device=None, seed: int = 0, save_head: Optional[str] = None,
-                    splits=None, weight_decay: float = 0.0, augment: bool = False) -> Dict[str, Any]:
+                    splits=None, weight_decay: float = 0.0, augment: bool = False,
+                    warmup_epochs: float = 0.0) -> Dict[str, Any]:
     """kNN and the linear probe from one feature extraction (the same numbers as the two separate protocols)."""
     train, test = _splits(model, data, n_train, n_test, seed, splits)
     ftr, fte = _features(model, train, test, precision, device)
     aug = _augmented_features(model, train, precision, device, seed) if augment else None
     return {**_knn(ftr, fte, train, test, ks, t),
-            **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug)}
+            **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug,
+                      warmup_epochs)}
 
 
 def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
     acc = knn_accuracy(ftr, train.labels, fte, test.labels, len(train.classes), ks=ks, t=t)
     capped = {k: len(train) for k in ks if k > len(train)}  # knn_predict votes over the whole bank then
     if capped:
-        print(f'macrl eval knn: the bank holds {len(train)} images, so k={", ".join(map(str, capped))} uses all '
+        print(f'macrl eval: the kNN bank holds {len(train)} images, so k={", ".join(map(str, capped))} uses all '
               f'{len(train)} (recorded as knn_k_capped)', file=sys.stderr)
     return {**{f'knn_top1_k{k}': v for k, v in acc.items()}, 'n_train': len(train), 'n_test': len(test),
             'temperature': t, **({'knn_k_capped': {str(k): n for k, n in capped.items()}} if capped else {})}
 
 
 def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay=0.0,
-            aug=None) -> Dict[str, Any]:
+            aug=None, warmup_epochs: float = 0.0) -> Dict[str, Any]:
     probe, stats = train_linear_probe(aug or ftr, train.labels, len(train.classes), epochs, batch_size, lr,
                                       weight_decay=weight_decay, optimizer=optimizer, seed=seed,
-                                      test=(fte, test.labels))
+                                      test=(fte, test.labels), warmup_epochs=warmup_epochs)
     if aug is not None:  # train accuracy on the unaugmented images, as without augmentation
         from .probe import accuracy
         stats['train_top1'] = accuracy(probe(ftr), train.labels)
@@ -208,7 +211,8 @@ def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save
                          metadata={'label_names': json.dumps(train.classes)})
     return {'linear_top1': stats['test_top1'], 'linear_train_top1': stats['train_top1'], 'n_train': len(train),
             'n_test': len(test), 'probe_epochs': epochs, 'probe_lr': lr, 'probe_optimizer': optimizer,
-            'probe_weight_decay': weight_decay, 'probe_augment': aug is not None, 'label_names': train.classes}
+            'probe_weight_decay': weight_decay, 'probe_augment': aug is not None,
+            **({'probe_warmup_epochs': warmup_epochs} if warmup_epochs else {}), 'label_names': train.classes}
 
 
 def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: int = 128, lr: float = 1.5e-3,
@@ -436,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     linear.add_argument('--augment', default=None, action=argparse.BooleanOptionalAction,
                         help='train the probe on random resized crops + flips, one encoder pass per image per epoch, '
                              'instead of cached features ' + shown('linear', 'augment'))
+    linear.add_argument('--warmup-epochs', type=float, default=None,
+                        help='epochs of linear lr warmup before the cosine ' + shown('linear', 'warmup_epochs'))
     linear.add_argument('--save-head', default=None, help='write the folded head as safetensors here')
     finetune = argparse.ArgumentParser(add_help=False)
     settings(finetune, 'finetune')
@@ -486,7 +492,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         res = eval_knn(model, data, ks=tuple(args.k), t=args.temperature, **common)
     elif args.protocol in ('linear', 'knn+linear'):
         probe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                     weight_decay=args.weight_decay, save_head=args.save_head)
+                     weight_decay=args.weight_decay, save_head=args.save_head, warmup_epochs=args.warmup_epochs)
         res = (eval_linear(model, data, **probe, augment=args.augment, **common) if args.protocol == 'linear' else
                eval_knn_linear(model, data, ks=tuple(args.k), t=args.temperature, augment=args.augment, **probe,
                                **common))

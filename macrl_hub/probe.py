@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['LinearProbe', 'train_linear_probe', 'fold_head', 'accuracy']
+__all__ = ['LinearProbe', 'train_linear_probe', 'lr_factor', 'fold_head', 'accuracy']
 
 
 class LinearProbe(nn.Module):
@@ -39,6 +39,14 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
     return 100.0 * float((logits.argmax(dim=1) == labels).float().mean())
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """The probe's lr at `step` of `total`, as a fraction of its peak: linear from 0 over `warmup` steps, then a half
+    cosine to 0 over the rest (MAE's schedule; warmup 0: a cosine from the first step)."""
+    if step < warmup:
+        return step / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
 def train_linear_probe(
         train_feats: Union[Tensor, Callable[[Tensor], Tensor]],
         train_labels: Tensor,
@@ -50,10 +58,12 @@ def train_linear_probe(
         optimizer: str = 'sgd',
         seed: int = 0,
         test: Optional[Tuple[Tensor, Tensor]] = None,
+        warmup_epochs: float = 0.0,
 ) -> Tuple[LinearProbe, Dict[str, float]]:
     """Train on cached features (no augmentation), or on `train_feats(idx)`: a function returning fresh (B, D)
-    features of the train images `idx` (e.g. of an augmented view). lr is scaled by batch_size / 256 (MAE); cosine
-    decay."""
+    features of the train images `idx` (e.g. of an augmented view). lr is scaled by batch_size / 256 (MAE), rises
+    linearly over `warmup_epochs`, then decays on a half cosine over the remaining steps (MAE's schedule; without
+    warmup, a cosine from the first step)."""
     torch.manual_seed(seed)
     feats = train_feats if callable(train_feats) else train_feats.__getitem__
     dim = feats(torch.zeros(1, dtype=torch.long)).shape[1] if callable(train_feats) else train_feats.shape[1]
@@ -68,6 +78,7 @@ def train_linear_probe(
     n = train_labels.shape[0]
     steps_per_epoch = max(1, n // batch_size)
     total = epochs * steps_per_epoch
+    warm = min(int(warmup_epochs * steps_per_epoch), total - 1)
     g = torch.Generator().manual_seed(seed)
     step = 0
     for _ in range(epochs):
@@ -76,7 +87,7 @@ def train_linear_probe(
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             for group in opt.param_groups:
-                group['lr'] = eff_lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group['lr'] = eff_lr * lr_factor(step, total, warm)
             loss = F.cross_entropy(probe(feats(idx)), train_labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -159,12 +159,14 @@ def test_classify_a_lin_folder_gives_the_probe_accuracy(trained_ckpt, small_fold
 
 
 def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckpt, small_folder, monkeypatch):
-    """`--protocol paper`: the paper's probe (AdamW, wd 0, random resized crop + flip, 200 epochs) and fine-tune
-    (wd 0.01, 200 epochs); values typed here from the paper, not read from recipes.py."""
+    """`--protocol paper`: the paper's CIFAR probe (AdamW, wd 0, random resized crop + flip, 200 epochs, warmup) and
+    fine-tune (wd 0.01, 200 epochs); `paper-subsets` its ImageNet-subset epochs (probe 1,000, fine-tune 400); values
+    typed here from the paper, not read from recipes.py."""
     import macrl_hub.evaluate as ev
     base = ['--model', str(trained_ckpt), '--data', str(small_folder), '--precision', 'fp32']
     fast = eval_main(['linear', *base, '--epochs', '2'])
     assert (fast['probe_optimizer'], fast['probe_weight_decay'], fast['probe_augment']) == ('sgd', 0.0, False)
+    assert 'probe_warmup_epochs' not in fast  # cosine from the first step, as every published card's probe
     calls = []
     orig = ev._augmented_features
 
@@ -176,6 +178,7 @@ def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckp
     assert (paper['probe_optimizer'], paper['probe_weight_decay'], paper['probe_augment'], paper['probe_lr']) == \
         ('adamw', 0.0, True, 0.1)
     assert paper['probe_epochs'] == 2  # the flag given wins over the protocol's 200
+    assert paper['probe_warmup_epochs'] == 10  # Sec. 4: cosine "with warmup"; MAE's probe length
     assert sum(len(i) for i, _ in calls) >= 2 * 192  # each epoch drew augmented features of all 192 images
     seen = {}  # image -> its features per draw: fresh crops each epoch, not one augmented copy reused
     for idx, f in calls:
@@ -191,6 +194,14 @@ def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckp
     assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (200, 0.01, 1e-4)
     eval_main(['finetune', *base])
     assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (100, 0.05, 1.5e-3)
+    # Sec. 4.2, the ImageNet subsets: "fine-tuned for 400 epochs, and linear probed for 1,000 epochs"
+    eval_main(['finetune', *base, '--protocol', 'paper-subsets'])
+    assert (captured['epochs'], captured['weight_decay'], captured['lr']) == (400, 0.01, 1.5e-3)
+    monkeypatch.setattr(ev, 'eval_linear', lambda model, data, **kw: captured.update(kw) or
+                        {'linear_top1': 0.0, 'label_names': []})
+    eval_main(['linear', *base, '--protocol', 'paper-subsets'])
+    assert (captured['epochs'], captured['optimizer'], captured['augment'], captured['warmup_epochs']) == \
+        (1000, 'adamw', True, 10)
 
 
 def test_features_follow_an_img_size_override():

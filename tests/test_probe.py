@@ -15,3 +15,24 @@ def test_probe_learns_and_folds_exactly():
     lin.load_state_dict(head)
     with torch.no_grad():
         assert torch.allclose(lin(x), probe(x), atol=1e-4)
+
+
+def test_probe_lr_warms_up_linearly_then_follows_a_half_cosine(monkeypatch):
+    """Every step's lr: 0 -> peak over the warmup steps, then a half cosine to 0 (the paper: "cosine annealing ...
+    with warmup"); no warmup is the cosine from the first step that the cards' probes used."""
+    import math
+    import macrl_hub.probe as probe_mod
+    assert [probe_mod.lr_factor(s, 10, 0) for s in (0, 5)] == [1.0, 0.5]  # the schedule before warmup existed
+    seen = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]['lr'])
+            return super().step(closure)
+    monkeypatch.setattr(torch.optim, 'SGD', Spy)
+    x, y = torch.randn(400, 4), torch.randint(0, 2, (400,))
+    train_linear_probe(x, y, 2, epochs=10, batch_size=100, lr=0.1 * 256 / 100, warmup_epochs=2)  # peak 0.1
+    steps = 40
+    want = [0.1 * s / 8 for s in range(8)] + [0.05 * (1 + math.cos(math.pi * (s - 8) / (steps - 8)))
+                                              for s in range(8, steps)]
+    assert len(seen) == steps and all(abs(a - b) < 1e-12 for a, b in zip(seen, want)), seen

@@ -23,6 +23,7 @@ def test_paper_recipe_values_written_out():
         (0.75, 'l1', 'visible', 65536, False, 0.1)
     assert (cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.proj_dim) == (256, 1, 1, 512)
     assert cfg.blur_p == (1.0, 0.1) and cfg.solarize_p == 0.2 and cfg.views == 'both' and cfg.recipe == 'paper'
+    assert cfg.crop_min == 0.08  # Sec. 4: the augmentations follow BYOL (random resized crop 0.08-1)
     assert recipes.config('fast') == TrainConfig()  # fast: the defaults, nothing else
     assert recipes.config('paper', epochs=3).epochs == 3
     with pytest.raises(ValueError, match="unknown recipe 'papr'"):
