@@ -101,12 +101,30 @@ def usage_lines(name: str, repo_id: str, declared: bool) -> List[str]:
         return ['import macrl_hub  # registers macrl_vit_* (only needed for the short name)',
                 f"model = timm.create_model('{name}', pretrained=True).eval()",
                 '# or, with plain timm and no plugin:',
-                f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+                f"# model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
                 '# or with torch.hub:',
-                f"model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True, tag='{tag}')"]
+                f"# model = torch.hub.load('macrl-hub/macrl-hub', '{arch}', pretrained=True, tag='{tag}').eval()"]
     return [f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()  # plain timm, no plugin",
             '# or from this folder on disk:',
-            f"model = timm.create_model('local-dir:path/to/{name}', pretrained=True).eval()"]
+            f"# model = timm.create_model('local-dir:path/to/{name}', pretrained=True).eval()"]
+
+
+def usage_block(name: str, repo_id: str, declared: bool, config: Dict[str, Any]) -> List[str]:
+    """The card's Python example, runnable as it stands (the alternatives to its first load are comments): load,
+    preprocess an image with the model's own data config, features (and logits for a classifier tag)."""
+    labels = ', '.join(config['pretrained_cfg'].get('label_names', []))
+    return [
+        '```python',
+        'import timm, torch',
+        'from PIL import Image',
+        *usage_lines(name, repo_id, declared),
+        'cfg = timm.data.resolve_data_config({}, model=model)',
+        'transform = timm.data.create_transform(**cfg)',
+        f"x = transform(Image.open('image.png').convert('RGB')).unsqueeze(0)  # (1, {_input_shape(config)})",
+        'with torch.no_grad():',
+        f'    features = model.forward_head(model.forward_features(x), pre_logits=True)  # (1, {config["num_features"]})',
+        *([f'    logits = model(x)  # (1, {config["num_classes"]}): {labels}'] if config['num_classes'] else []),
+        '```']
 
 
 def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[str, Any],
@@ -129,7 +147,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
                     metric_value=round(ev[key], 2)))
     data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'), datasets=[dataset],
-        tags=['image-classification', 'timm', 'self-supervised', 'macrl', 'vision-transformer'],
+        tags=['image-classification' if config['num_classes'] else 'image-feature-extraction', 'timm', 'self-supervised',
+              'macrl', 'vision-transformer'],
         pipeline_tag='image-classification' if config['num_classes'] else 'image-feature-extraction',
         model_name=name, eval_results=results or None)
     tcfg = ck.get('config', {})
@@ -166,16 +185,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         *model_details(config, dataset_key),
         '## Usage',
         '',
-        '```python',
-        'import timm, torch',
-        *usage_lines(name, repo_id or hub_repo_id(name), declared_cfg(name) is not None),
-        'cfg = timm.data.resolve_data_config({}, model=model)',
-        'transform = timm.data.create_transform(**cfg)',
-        'features = model.forward_head(model.forward_features(x), pre_logits=True)  # (B, '
-        f'{config["num_features"]})',
-    ] + ([f'logits = model(x)  # (B, {config["num_classes"]}): {", ".join(config["pretrained_cfg"].get("label_names", []))}']
-         if config['num_classes'] else []) + [
-        '```',
+        *usage_block(name, repo_id or hub_repo_id(name), declared_cfg(name) is not None, config),
         '',
         '## Results',
         '',
@@ -327,6 +337,11 @@ def model_details(config: Dict[str, Any], dataset_key: str) -> List[str]:
             f'- **Dataset:** {PAPER_DATASETS.get(dataset_key, dataset_key.upper())}',
             f'- **Original:** {config["pretrained_cfg"].get("origin_url", "https://github.com/macrl-hub/macrl-hub")}',
             '']
+
+
+def _input_shape(config: Dict[str, Any]) -> str:
+    """'3, 32, 32': one image as config.json's pretrained_cfg says the model takes it."""
+    return ', '.join(str(v) for v in config['pretrained_cfg']['input_size'])
 
 
 def _inputs_line(pcfg: Dict[str, Any]) -> str:

@@ -43,9 +43,10 @@ def version() -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    """The error as one line: our messages are one line already; a library's may span many (keep its first)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
+    """The error as one line: our messages are one line already; a library's may span many (its first, and for a
+    Hub HTTP error the line that names the cause: `pretrained.error_text`)."""
+    from .pretrained import error_text
+    return error_text(e)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

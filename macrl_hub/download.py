@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .pretrained import (PUBLISHED, WEIGHTS_FILE, PretrainedWeightsError, _first_line, check_sha256, hub_endpoint,
-                         hub_repo_id, hub_unreachable, published_name, sha256_file, weights_dir)
+                         hub_repo_id, hub_unreachable, published_name, republished, sha256_file, weights_dir)
 from .weights import staging_dir
 
 __all__ = ['MODEL_FILES', 'download', 'main']
@@ -49,9 +49,8 @@ def _download_one(name: str, to: Path) -> Path:
             check_sha256(staging / WEIGHTS_FILE, name)
         except PretrainedWeightsError:  # a corrupt copy (a cache's): the Hub's, once
             fetch(WEIGHTS_FILE, force=True)
-            check_sha256(staging / WEIGHTS_FILE, name,
-                         fix=f'{hub_endpoint()}/{repo_id} serves other weights than the published ones (nothing was '
-                             f'written to {folder}).')
+            check_sha256(staging / WEIGHTS_FILE, name, fix=republished(name, repo_id) +
+                         f' Nothing was written to {folder}.')
         folder.mkdir(exist_ok=True)
         for f in MODEL_FILES:
             os.replace(staging / f, folder / f)

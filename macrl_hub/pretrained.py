@@ -8,6 +8,7 @@ file whose hash differs from the table. Only safetensors are ever loaded here.
 """
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -139,9 +140,23 @@ def check_sha256(path: Path, name: str, fix: str = '') -> Path:
     return path
 
 
+def error_text(e: BaseException) -> str:
+    """One line saying what went wrong: the message's first line, and for huggingface_hub's HTTP errors, whose first
+    line is only the status ("404 Client Error."), the line after it that names the cause; a 401/403 says where a
+    token comes from."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    text = lines[0]
+    if len(lines) > 1 and re.match(r'\d{3} (Client|Server) Error\.', text):
+        text = f'{text} {lines[1]}'
+    if re.search(r'\b40[13]\b', text):
+        text += ' (a token with access to it: HF_TOKEN or `hf auth login`)'
+    return text
+
+
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f'{type(e).__name__}: {text.splitlines()[0]}' if text else type(e).__name__
+    return f'{type(e).__name__}: {error_text(e)}'
 
 
 def hub_unreachable(repo_id: str, filename: str = WEIGHTS_FILE) -> Optional[str]:
@@ -222,4 +237,12 @@ def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
             raise
     path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),  # a corrupt cached
                                 cache_dir=cache_dir, force_download=True))  # copy: the Hub's again, once
-    return check_sha256(path, name)
+    return check_sha256(path, name, fix=republished(name, repo_id))
+
+
+def republished(name: str, repo_id: str) -> str:
+    """The way out when a fresh download from the Hub fails the sha256 this macrl_hub version publishes: not
+    corruption that a retry mends, but other weights on the Hub (re-published since)."""
+    return (f'{hub_endpoint()}/{repo_id} now serves other weights than the {name!r} this macrl_hub version was '
+            f'released with (re-published since?). Upgrade macrl_hub (pip install -U macrl-hub), or load the Hub\'s '
+            f"file as it is: timm.create_model('hf-hub:{repo_id}', pretrained=True).")

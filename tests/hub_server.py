@@ -2,7 +2,8 @@
 
 HEAD/GET /{org}/{name}/resolve/{revision}/{filename} answer with X-Repo-Commit, ETag and
 Content-Length (what huggingface_hub's hf_hub_download needs); a missing file is a 404 with
-X-Error-Code: EntryNotFound, an unknown repo a 404 with RepositoryNotFound. No xet headers.
+X-Error-Code: EntryNotFound, an unknown repo a 401 with RepoNotFound, as the Hub answers an anonymous request for
+a repo that does not exist (or is private). No xet headers.
 """
 import hashlib
 import threading
@@ -28,10 +29,10 @@ class HubServer:
                 parts = unquote(self.path.split('?')[0]).strip('/').split('/')
                 server.requests.append((self.command, '/'.join(parts)))
                 if len(parts) < 5 or parts[2] != 'resolve':
-                    return None, 'RepositoryNotFound'
+                    return None, 'RepoNotFound'
                 repo, filename = '/'.join(parts[:2]), '/'.join(parts[4:])
                 if repo not in server.repos:
-                    return None, 'RepositoryNotFound'
+                    return None, 'RepoNotFound'
                 f = server.repos[repo] / filename
                 return (f, None) if f.is_file() else (None, 'EntryNotFound')
 
@@ -46,7 +47,7 @@ class HubServer:
                 return data
 
             def _not_found(self, code: str):
-                self.send_response(404)
+                self.send_response(401 if code == 'RepoNotFound' else 404)
                 self.send_header('X-Error-Code', code)
                 self.send_header('X-Error-Message', code)
                 self.send_header('Content-Length', '0')

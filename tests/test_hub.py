@@ -190,32 +190,66 @@ def test_demo_end_to_end_on_an_exported_folder(exported, cifar_archive, tmp_path
 
 
 def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
-    """`macrl push` creates the repo (idempotently) and uploads the folder as one commit; a folder that is
-    not a model folder is refused before anything is sent. (Recorded contract: the loopback server only
-    speaks the download protocol.)"""
+    """`macrl push` creates the repo (idempotently, the account's visibility unless --private) and the branch, then
+    makes the repo hold exactly the folder's model files in one commit: other files stay local, an export file the
+    folder lost is deleted. Bad ids and a missing token are refused before anything is sent, and the folder's card
+    is rewritten only once the commit landed. (Recorded contract: the loopback server only speaks downloads.)"""
     import shutil
     import huggingface_hub
     from macrl_hub.push import push
     folder = Path(shutil.copytree(exported[0], tmp_path / exported[0].name))
-    calls = []
+    (folder / 'notes.txt').write_text('mine\n')
+    card_before = (folder / 'README.md').read_text()
+    calls, fail = [], []
 
     class FakeApi:
         def create_repo(self, repo_id, **kw):
             calls.append(('create_repo', repo_id, kw))
+            return type('RepoUrl', (), {'repo_id': repo_id})()
 
-        def upload_folder(self, **kw):
-            calls.append(('upload_folder', kw['repo_id'], kw, (Path(kw['folder_path']) / 'README.md').read_text()))
-            return type('Info', (), {'commit_url': f'https://hub/{kw["repo_id"]}/commit/1'})()
+        def create_branch(self, repo_id, branch, exist_ok):
+            calls.append(('create_branch', repo_id, branch, exist_ok))
+
+        def list_repo_files(self, repo_id, revision=None):
+            return ['.gitattributes', 'README.md', 'model.safetensors', 'pretrain.safetensors']
+
+        def create_commit(self, repo_id, operations, commit_message, revision=None):
+            if fail:
+                raise RuntimeError('500 Server Error')
+            calls.append(('create_commit', repo_id, revision, list(operations)))
+            return type('Info', (), {'commit_url': f'https://hub/{repo_id}/commit/1'})()
 
     monkeypatch.setattr(huggingface_hub, 'HfApi', FakeApi)
-    url = push(str(folder), 'me/macrl-tiny')
+    monkeypatch.setenv('HF_TOKEN', 'hf_test')
+    for bad, match in (('me/bad name', 'Repo id must use'), ('noorg', r'<user or org>/<name>')):
+        with pytest.raises(ValueError, match=match):
+            push(str(folder), bad)
+    monkeypatch.setenv('HF_TOKEN', '')
+    monkeypatch.setattr(huggingface_hub, 'get_token', lambda: None)
+    with pytest.raises(ValueError, match='no Hugging Face token: set HF_TOKEN or run `hf auth login`'):
+        push(str(folder), 'me/macrl-tiny')
+    monkeypatch.setattr(huggingface_hub, 'get_token', lambda: 'hf_test')
+    fail.append(1)
+    with pytest.raises(RuntimeError):
+        push(str(folder), 'me/macrl-tiny')
+    assert (folder / 'README.md').read_text() == card_before  # nothing landed: the folder is as it was
+    fail.clear()
+    calls.clear()
+    url = push(str(folder), 'me/macrl-tiny', revision='dev')
     assert url == 'https://hub/me/macrl-tiny/commit/1'
-    assert calls[0] == ('create_repo', 'me/macrl-tiny', {'repo_type': 'model', 'private': False, 'exist_ok': True})
-    up = calls[1][2]
-    assert up['folder_path'] == str(folder) and up['repo_type'] == 'model'
-    # the card's loading code names the repo it went to, in what was uploaded and in the folder
-    assert "'hf-hub:me/macrl-tiny'" in calls[1][3] and 'hf-hub:macrl-hub/' not in calls[1][3]
-    assert (folder / 'README.md').read_text() == calls[1][3]
+    assert calls[0] == ('create_repo', 'me/macrl-tiny', {'repo_type': 'model', 'private': None, 'exist_ok': True})
+    assert calls[1] == ('create_branch', 'me/macrl-tiny', 'dev', True)
+    _, repo, revision, ops = calls[2]
+    assert (repo, revision) == ('me/macrl-tiny', 'dev')
+    added = {op.path_in_repo: op for op in ops if isinstance(op, huggingface_hub.CommitOperationAdd)}
+    deleted = [op.path_in_repo for op in ops if isinstance(op, huggingface_hub.CommitOperationDelete)]
+    assert sorted(added) == sorted(f.name for f in folder.iterdir() if f.name != 'notes.txt')
+    assert deleted == ['pretrain.safetensors']  # an earlier push's file; .gitattributes is the Hub's own
+    uploaded = added['README.md'].path_or_fileobj.getvalue().decode() if hasattr(
+        added['README.md'].path_or_fileobj, 'getvalue') else bytes(added['README.md'].path_or_fileobj).decode()
+    # the card's loading code names the repo and branch it went to, in what was uploaded and in the folder
+    assert "'hf-hub:me/macrl-tiny@dev'" in uploaded and 'hf-hub:macrl-hub/' not in uploaded
+    assert (folder / 'README.md').read_text() == uploaded
     (tmp_path / 'half').mkdir()
     (tmp_path / 'half' / 'config.json').write_text('{}')
     calls.clear()

@@ -2,6 +2,7 @@
 seconds with one message naming every place looked in and the ways out. Fake weights (the resolver only hashes
 them) and a loopback Hub keep these in-process and fast."""
 import hashlib
+import re
 import socket
 import time
 
@@ -107,8 +108,24 @@ def test_hub_then_its_cache_when_offline(places, monkeypatch):
     with HubServer({f'macrl-hub/{NAME}': repo / NAME}) as hub:
         monkeypatch.setenv('HF_ENDPOINT', hub.url)
         monkeypatch.setattr(hc, 'HF_HUB_CACHE', str(places / 'hf2'))
-        with pytest.raises(PretrainedWeightsError, match='checksum mismatch'):
+        with pytest.raises(PretrainedWeightsError, match='checksum mismatch') as e:
             resolve_weights(NAME)
+    # fetched fresh and still other bytes: not corruption a retry mends, but other weights on the Hub
+    assert 'now serves other weights than' in str(e.value) and 'Upgrade macrl_hub' in str(e.value)
+    assert 'delete' not in str(e.value)
+
+
+def test_a_repo_the_hub_does_not_have_is_named_with_the_cause(places, monkeypatch):
+    """The Hub answers 401 RepoNotFound for a missing (or private) repo: the message keeps huggingface_hub's cause,
+    not only its status line, and says where a token comes from."""
+    with HubServer({}) as hub:
+        monkeypatch.setenv('HF_ENDPOINT', hub.url)
+        with pytest.raises(PretrainedWeightsError) as e:
+            resolve_weights(NAME)
+    text = str(e.value)
+    assert 'the Hugging Face Hub did not provide it' in text
+    assert re.search(r'RepositoryNotFoundError: 401 Client Error\..* Repository Not Found for url: .*macrl-hub/'
+                     + re.escape(NAME) + r'.*HF_TOKEN or `hf auth login`', text), text
 
 
 def test_planned_and_unknown_names(monkeypatch):
