@@ -226,7 +226,7 @@ def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
         url = f'{hub_endpoint()}/{repo_id}/resolve/main/{WEIGHTS_FILE}'
         if offline:
             tried += [f'the Hugging Face Hub: {url} ({offline})',
-                      f'the Hugging Face cache: {constants.HF_HUB_CACHE} (not there)']
+                      f'the Hugging Face cache: {cache_dir or constants.HF_HUB_CACHE} (not there)']
         else:
             tried.append(f'the Hugging Face Hub: {url} ({_first_line(e)})')
         raise PretrainedWeightsError(not_found_message(name, tried, offline)) from e

@@ -91,6 +91,9 @@ def test_offline_fails_fast_naming_every_place_and_the_ways_out(places, monkeypa
     for way_out in ('set MACRL_WEIGHTS_DIR', f'macrl download {NAME} --to DIR', f"'local-dir:/path/to/{NAME}'",
                     'HF_ENDPOINT=http://host:port'):
         assert way_out in msg, way_out
+    if hub == 'HF_HUB_OFFLINE':  # timm.create_model(..., cache_dir=): that cache is the one looked in and named
+        with pytest.raises(PretrainedWeightsError, match=re.escape(f'the Hugging Face cache: {places / "mine"}')):
+            resolve_weights(NAME, cache_dir=places / 'mine')
 
 
 def test_hub_then_its_cache_when_offline(places, monkeypatch):
