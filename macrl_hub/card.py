@@ -78,7 +78,13 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
         else:
             sval = str(v)
             parts.append(f"{flag} '{sval}'" if any(c in sval for c in ' {}"') else f'{flag} {sval}')
-    return public_data_arg(' \\\n    '.join(parts))
+    return public_out_arg(public_data_arg(' \\\n    '.join(parts)))
+
+
+def public_out_arg(command: str) -> str:
+    """`--out /home/me/scratch/run1` -> `--out runs/run1`: an absolute run folder is the writer's machine's, not
+    something a card's reader has."""
+    return re.sub(r'(--out[ =])/\S*?([^/\s]+)(?=\s|$)', lambda m: m.group(1) + 'runs/' + m.group(2), command)
 
 
 def features_desc(config: Dict[str, Any]) -> str:
@@ -146,7 +152,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
                     dataset_split='test', metric_type='accuracy', metric_name=metric_name(key, ev),
                     metric_value=round(ev[key], 2)))
     data = ModelCardData(
-        library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'), datasets=[dataset],
+        library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'),
+        datasets=[dataset] if dataset_key in _DATASETS else None,  # a Hub dataset id, never one made up from a tag
         tags=['image-classification' if config['num_classes'] else 'image-feature-extraction', 'timm', 'self-supervised',
               'macrl', 'vision-transformer'],
         pipeline_tag='image-classification' if config['num_classes'] else 'image-feature-extraction',
@@ -170,13 +177,16 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'the bank, {tcfg.get("knn_test")} held-out images (the test split when the data has one); a monitor of the '
         'online encoder, not the results above): ' + ', '.join(f'epoch {e:.3g}: {v:.1f}%' for e, v in knn_pts) + '.']
     a = config['model_args']
+    declared = declared_cfg(name) is not None  # one of macrl_hub's own tags, not a user's export
+    resume_cmd = public_out_arg(f'macrl train --out {tcfg.get("out")}')
     lines = [
         f'# {name}',
         '',
         f'A Vision Transformer ({a["embed_dim"]}-d, {a["depth"]} layers, {a["num_heads"]} heads, patch '
         f'{a["patch_size"]}, {a["img_size"]}x{a["img_size"]} input) pretrained with **MACRL** (Masked Contrastive '
         f'Representation Learning, [arXiv:2211.06012](https://arxiv.org/abs/2211.06012)) on {dataset_key.upper()} '
-        f'by [macrl-hub](https://github.com/macrl-hub/macrl-hub). Features are {features_desc(config)}.',
+        + ('by' if declared else 'with') + ' [macrl-hub](https://github.com/macrl-hub/macrl-hub). Features are '
+        f'{features_desc(config)}.',
         '' if not config['num_classes'] else
         f'\nThis tag adds a linear classifier ({config["num_classes"]} classes: '
         f'{", ".join(config["pretrained_cfg"].get("label_names", []))}) trained by the linear probe on the frozen '
@@ -185,7 +195,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         *model_details(config, dataset_key),
         '## Usage',
         '',
-        *usage_block(name, repo_id or hub_repo_id(name), declared_cfg(name) is not None, config),
+        *usage_block(name, repo_id or hub_repo_id(name), declared, config),
         '',
         '## Results',
         '',
@@ -219,7 +229,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
         f'{ck.get("train_time", 0) / 60:.1f} min wall time, mean {mean_rate:.1f} img/s; stopped: '
         f'{end.get("reason", "?")}' + (' (the learning-rate schedule had not finished)' if stopped_early else '') + '.',
         f'- Run in {sessions} invocation{"s" if sessions > 1 else ""} of `macrl train`'
-        + (f', each after the first resumed with `macrl train --out {tcfg.get("out")} --resume auto`.'
+        + (f', each after the first resumed with `{resume_cmd} --resume auto`.'
            if sessions > 1 else '.'),
         f'- Hardware: {ck.get("hardware") or hardware()} (torch {ck.get("torch")}).',
     ] + ([] if not log else [

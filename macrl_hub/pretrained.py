@@ -159,6 +159,13 @@ def _first_line(e: BaseException) -> str:
     return f'{type(e).__name__}: {error_text(e)}'
 
 
+def hub_timeout() -> float:
+    """Seconds to wait for the Hub's answer: huggingface_hub's own HF_HUB_ETAG_TIMEOUT where set (a slow link),
+    else HUB_TIMEOUT_S."""
+    value = os.environ.get('HF_HUB_ETAG_TIMEOUT')
+    return float(value) if value else HUB_TIMEOUT_S
+
+
 def hub_unreachable(repo_id: str, filename: str = WEIGHTS_FILE) -> Optional[str]:
     """Why the Hub cannot be asked for `repo_id` now (offline mode, no answer), or None when it answers.
 
@@ -174,7 +181,7 @@ def hub_unreachable(repo_id: str, filename: str = WEIGHTS_FILE) -> Optional[str]
     from huggingface_hub.errors import HfHubHTTPError
     endpoint = hub_endpoint()
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=endpoint), timeout=HUB_TIMEOUT_S)
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=endpoint), timeout=hub_timeout())
     except HfHubHTTPError as e:
         status = getattr(getattr(e, 'response', None), 'status_code', None)
         if status is not None and status < 500:

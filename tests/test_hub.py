@@ -304,7 +304,7 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     from macrl_hub.config import TrainConfig
     from macrl_hub.train import _save
     cfg = TrainConfig(model='vit_tiny_patch16_224', model_args='{"img_size": 32, "patch_size": 4, "depth": 1}',
-                      bank_size=64, proj_hidden_dim=32)
+                      bank_size=64, proj_hidden_dim=32, out=str(tmp_path / 'myrun'))
     enc = timm.create_model(cfg.model, num_classes=0, **cfg.encoder_kwargs())
     model = MACRL(enc, **cfg.macrl_kwargs())
     _save(tmp_path / 'checkpoint.pth', model, torch.optim.AdamW(model.parameters()),
@@ -319,6 +319,11 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     assert "timm.create_model('hf-hub:<your-hf-user-or-org>/vit_tiny_patch16_224.mine'" in card
     assert "local-dir:path/to/vit_tiny_patch16_224.mine" in card
     assert 'import macrl_hub' not in card and 'torch.hub.load' not in card
+    # the user's model, not ours: trained *with* macrl-hub; no Hub dataset made up from the tag; no local paths
+    assert 'with [macrl-hub](' in card and 'by [macrl-hub](' not in card
+    from huggingface_hub import ModelCard
+    assert ModelCard.load(folder / 'README.md').data.datasets is None
+    assert '--out runs/myrun' in card and str(tmp_path) not in card
     named = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.named', str(tmp_path / 'named'),
                    repo_id='me/tiny-mine')
     assert "timm.create_model('hf-hub:me/tiny-mine'" in (named / 'README.md').read_text()
