@@ -84,7 +84,8 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
 def public_out_arg(command: str) -> str:
     """`--out /home/me/scratch/run1` -> `--out runs/run1`: an absolute run folder is the writer's machine's, not
     something a card's reader has."""
-    return re.sub(r'(--out[ =])/\S*?([^/\s]+)(?=\s|$)', lambda m: m.group(1) + 'runs/' + m.group(2), command)
+    command = re.sub(r"(--out[ =])'/[^']*?([^/']+)/?'", lambda m: f"{m.group(1)}'runs/{m.group(2)}'", command)
+    return re.sub(r'(--out[ =])/\S*?([^/\s]+)/?(?=\s|$)', lambda m: m.group(1) + 'runs/' + m.group(2), command)
 
 
 def features_desc(config: Dict[str, Any]) -> str:
@@ -128,7 +129,8 @@ def usage_block(name: str, repo_id: str, declared: bool, config: Dict[str, Any])
         'transform = timm.data.create_transform(**cfg)',
         f"x = transform(Image.open('image.png').convert('RGB')).unsqueeze(0)  # (1, {_input_shape(config)})",
         'with torch.no_grad():',
-        f'    features = model.forward_head(model.forward_features(x), pre_logits=True)  # (1, {config["num_features"]})',
+        '    features = model.forward_head(model.forward_features(x), pre_logits=True)'
+        f'  # (1, {config["num_features"]})',
         *([f'    logits = model(x)  # (1, {config["num_classes"]}): {labels}'] if config['num_classes'] else []),
         '```']
 
@@ -154,8 +156,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     data = ModelCardData(
         library_name='timm', license=config['pretrained_cfg'].get('license', 'apache-2.0'),
         datasets=[dataset] if dataset_key in _DATASETS else None,  # a Hub dataset id, never one made up from a tag
-        tags=['image-classification' if config['num_classes'] else 'image-feature-extraction', 'timm', 'self-supervised',
-              'macrl', 'vision-transformer'],
+        tags=['image-classification' if config['num_classes'] else 'image-feature-extraction', 'timm',
+              'self-supervised', 'macrl', 'vision-transformer'],
         pipeline_tag='image-classification' if config['num_classes'] else 'image-feature-extraction',
         model_name=name, eval_results=results or None)
     tcfg = ck.get('config', {})

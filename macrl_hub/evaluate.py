@@ -426,9 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def settings(parser, protocol: str) -> None:
         parser.add_argument('--protocol', dest='eval_protocol', default='fast', choices=sorted(EVAL_PROTOCOLS[protocol]),
-                            help='default values of the flags below: fast (ours, what the cards report) or paper '
-                                 '(the paper\'s; macrl_hub/recipes.py gives each source); flags given win '
-                                 '(default: %(default)s)')
+                            help='default values of the flags below: fast (ours, what the cards report), paper '
+                                 '(the paper\'s CIFAR protocol, Sec. 4.1) or paper-subsets (its Tiny-ImageNet/'
+                                 'Imagenette/Imagewoof epochs, Sec. 4.2); macrl_hub/recipes.py gives each source; '
+                                 'flags given win (default: %(default)s)')
         parser.add_argument('--epochs', type=int, default=None, help='epochs ' + shown(protocol, 'epochs'))
         parser.add_argument('--batch-size', type=int, default=None, help=shown(protocol, 'batch_size'))
         parser.add_argument('--weight-decay', type=float, default=None, help=shown(protocol, 'weight_decay'))
@@ -475,6 +476,9 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                 setattr(args, key, value)
     if getattr(args, 'resume', False) and not args.out:
         parser.error('--resume needs --out (the folder holding finetune.pth)')
+    if args.protocol in ('linear', 'knn+linear') and args.warmup_epochs and args.warmup_epochs > args.epochs / 2:
+        parser.error(f'--warmup-epochs {args.warmup_epochs:g} leaves no decay in a {args.epochs}-epoch probe: at most '
+                     f'half of it warms up (--warmup-epochs {args.epochs / 2:g} or less, or more --epochs)')
     keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -135,6 +135,8 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
     if arch in MACRL_ARCHS:  # the arguments that differ from the registered architecture's
         base = architecture_args(arch)
         model_args = {k: v for k, v in _geometry(model).items() if base.get(k) != v}
+    if getattr(model, 'dynamic_img_size', False):  # a forward-time choice: no tensor shows it
+        model_args['dynamic_img_size'] = True
     num_classes = getattr(model, 'num_classes', 0)
     if label_names is not None and len(label_names) != num_classes:
         raise ValueError(f'{len(label_names)} label_names for a model with {num_classes} classes')

@@ -65,7 +65,9 @@ def hub_endpoint() -> str:
 
 def _hub_offline() -> bool:
     from huggingface_hub import constants
-    return constants.is_offline_mode() or os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE')
+    offline = getattr(constants, 'is_offline_mode', None)  # huggingface_hub >= 1.3; before, a constant
+    return (offline() if offline else bool(getattr(constants, 'HF_HUB_OFFLINE', False))) or \
+        os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE')
 
 
 def local_weights_path(name: str) -> Path:
@@ -150,7 +152,7 @@ def error_text(e: BaseException) -> str:
     text = lines[0]
     if len(lines) > 1 and re.match(r'\d{3} (Client|Server) Error\.', text):
         text = f'{text} {lines[1]}'
-    if re.search(r'\b40[13]\b', text):
+    if re.match(r"(40[13] Client Error\.|Client error '40[13])", lines[0]):  # an HTTP answer, not any '401' in a path
         text += ' (a token with access to it: HF_TOKEN or `hf auth login`)'
     return text
 

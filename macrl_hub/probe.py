@@ -44,7 +44,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     cosine to 0 over the rest (MAE's schedule; warmup 0: a cosine from the first step)."""
     if step < warmup:
         return step / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def train_linear_probe(
@@ -78,7 +78,10 @@ def train_linear_probe(
     n = train_labels.shape[0]
     steps_per_epoch = max(1, n // batch_size)
     total = epochs * steps_per_epoch
-    warm = min(int(warmup_epochs * steps_per_epoch), total - 1)
+    warm = int(warmup_epochs * steps_per_epoch)
+    if warm > total // 2:
+        raise ValueError(f'{warmup_epochs:g} warmup epochs leave no decay in a {epochs}-epoch probe: at most half '
+                         f'the probe warms up (--warmup-epochs {epochs / 2:g} or less, or more --epochs)')
     g = torch.Generator().manual_seed(seed)
     step = 0
     for _ in range(epochs):

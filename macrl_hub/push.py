@@ -45,9 +45,10 @@ def push(folder: str, repo_id: str, private: Optional[bool] = None, revision: Op
     others = sorted(p.name for p in path.iterdir() if p.name not in files)
     api = HfApi()
     repo_id = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True).repo_id
-    if private and not api.repo_info(repo_id).private:
-        print(f'macrl push: warning: {repo_id} already exists and is public; --private does not change that (its '
-              'settings page on the Hub, or HfApi().update_repo_settings(private=True))')
+    if private and not api.repo_info(repo_id).private:  # it existed, public: never publish what was asked private
+        raise ValueError(f'{repo_id} already exists and is public, and --private was asked: nothing was uploaded. '
+                         'Make it private first (its settings page on the Hub, or HfApi().update_repo_settings('
+                         f'{repo_id!r}, private=True)), or push without --private')
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     stale = [f for f in api.list_repo_files(repo_id, revision=revision) if f in EXPORT_FILES and f not in files]

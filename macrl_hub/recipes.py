@@ -22,9 +22,9 @@ __all__ = ['RECIPES', 'recipe_overrides', 'config', 'apply_recipe', 'EVAL_PROTOC
 RECIPES: Dict[str, Dict[str, Tuple[Any, str]]] = {
     'fast': {},
     'paper': {
-        'model': ('macrl_vit_medium_p4_cifar', 'Sec. 4.1: 12 layers, 4 heads, patch 4 on CIFAR; Sec. 3: 512-d. The CIFAR '
-                  'encoder: Sec. 4.2 trains macrl_vit_medium_p8_64 on Tiny-ImageNet and macrl_vit_medium_d4_p16_224 on '
-                  'Imagenette/Imagewoof (--model)'),
+        'model': ('macrl_vit_medium_p4_cifar', 'Sec. 4.1: 12 layers, 4 heads, patch 4 on CIFAR; Sec. 3: 512-d. The '
+                  'CIFAR encoder: Sec. 4.2 trains macrl_vit_medium_p8_64 on Tiny-ImageNet and '
+                  'macrl_vit_medium_d4_p16_224 on Imagenette/Imagewoof (--model)'),
         'epochs': (2000, 'Sec. 4: "pre-trained the model for 2,000 epochs"'),
         'warmup_epochs': (50.0, 'Sec. 4: "with 50 warm-up epochs"'),
         'batch_size': (2048, 'Sec. 4: "batch size of 2,048 by default" (accumulated where memory is short: '
@@ -112,7 +112,8 @@ for _protocol, _epochs in (('linear', 1000), ('finetune', 400)):
 
 
 def eval_settings(protocol: str, name: str) -> Dict[str, Any]:
-    """{flag: value} of evaluation `protocol` ('linear' | 'finetune') under settings `name` ('fast' | 'paper')."""
+    """{flag: value} of evaluation `protocol` ('linear' | 'finetune') under settings `name` ('fast' | 'paper' |
+    'paper-subsets')."""
     table = EVAL_PROTOCOLS[protocol]
     if name not in table:
         raise ValueError(f'unknown --protocol {name!r}; choose from {sorted(table)}')

@@ -176,12 +176,14 @@ def test_each_published_cards_example_runs_as_it_stands(tmp_path):
                  'logits = None; del logits']
     out = subprocess.run([sys.executable, '-c', '\n'.join(code)], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300, env={**os.environ, 'HF_HUB_OFFLINE': '1',  # this checkout's macrl_hub
-                                           'PYTHONPATH': os.pathsep.join([str(root), os.environ.get('PYTHONPATH', '')])})
+                                           'PYTHONPATH': os.pathsep.join([str(root), os.environ.get('PYTHONPATH',
+                                                                                                    '')])})
     assert out.returncode == 0, out.stderr[-3000:]
     got = {line.split()[0].strip("'"): line for line in out.stdout.splitlines()}
     for folder in cards:
         config = json.loads((folder / 'config.json').read_text())
-        want = f"(1, {config['num_features']})" + (f" (1, {config['num_classes']})" if config['num_classes'] else ' None')
+        classes = config['num_classes']
+        want = f"(1, {config['num_features']}) " + (f'(1, {classes})' if classes else 'None')
         assert got[folder.name].endswith(want), got[folder.name]
 
 
@@ -212,6 +214,8 @@ def test_card_of_the_papers_encoder_sets_its_numbers_beside_the_papers(tmp_path)
     assert 'linear probe 18.13 points below the paper\'s MACRL (72.89% vs 91.02%)' in section
     assert 'fine-tune 7.38 points below the paper\'s MACRL (90.50% vs 97.88%)' in section
     assert 'after 2.6% of its pretraining epochs' in section and 'no augmentation' in section
+    warm = _paper_card(tmp_path / 'w', 'macrl_vit_medium_p4_cifar', 'cifar10', [dict(LINEAR, probe_warmup_epochs=10)])
+    assert 'weight decay 0.0, 10 warmup epochs, no augmentation' in warm
     details = card.split('## Model Details')[1].split('## Usage')[0]  # timm's card section, before the usage
     assert '- **Model Type:** Image feature backbone, self-supervised (MACRL)' in details
     assert '  - Image size: 32 x 32' in details and '- **Dataset:** CIFAR-10' in details

@@ -1,4 +1,4 @@
-"""Two processes x batch B (torchrun, gloo) train exactly as one process x batch 2B, and take every decision together."""
+"""Two processes x batch B (torchrun, gloo) train exactly as one process x batch 2B, and decide everything together."""
 import os
 import subprocess
 import sys
@@ -158,7 +158,8 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(small_folder, tm
         port = s.getsockname()[1]
     out = tmp_path / 'run'
     out.mkdir()
-    ranks, t0 = mp.spawn(_one_rank_signalled, args=(port, str(small_folder), str(out)), nprocs=2, join=False), time.time()
+    t0 = time.time()
+    ranks = mp.spawn(_one_rank_signalled, args=(port, str(small_folder), str(out)), nprocs=2, join=False)
     while not ranks.join(timeout=2):
         if time.time() - t0 > 180:  # a rank that trained on alone waits in a collective until gloo's 30 min timeout
             for p in ranks.processes:

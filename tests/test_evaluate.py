@@ -158,7 +158,8 @@ def test_classify_a_lin_folder_gives_the_probe_accuracy(trained_ckpt, small_fold
         eval_classify(load_encoder(str(trained_ckpt), num_classes=3), str(small_folder))
 
 
-def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckpt, small_folder, monkeypatch):
+def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckpt, small_folder, monkeypatch,
+                                                                      capsys):
     """`--protocol paper`: the paper's CIFAR probe (AdamW, wd 0, random resized crop + flip, 200 epochs, warmup) and
     fine-tune (wd 0.01, 200 epochs); `paper-subsets` its ImageNet-subset epochs (probe 1,000, fine-tune 400); values
     typed here from the paper, not read from recipes.py."""
@@ -174,11 +175,14 @@ def test_eval_protocol_paper_fills_the_papers_settings_and_flags_win(trained_ckp
         feats = orig(*a, **kw)
         return lambda idx: (lambda f: (calls.append((idx.clone(), f)), f)[1])(feats(idx))
     monkeypatch.setattr(ev, '_augmented_features', spy)
-    paper = eval_main(['linear', *base, '--protocol', 'paper', '--epochs', '2'])
+    with pytest.raises(SystemExit):  # the paper's 10 warmup epochs in a 2-epoch probe: refused before any work
+        eval_main(['linear', *base, '--protocol', 'paper', '--epochs', '2'])
+    assert '--warmup-epochs 10 leaves no decay in a 2-epoch probe' in capsys.readouterr().err
+    paper = eval_main(['linear', *base, '--protocol', 'paper', '--epochs', '2', '--warmup-epochs', '1'])
     assert (paper['probe_optimizer'], paper['probe_weight_decay'], paper['probe_augment'], paper['probe_lr']) == \
         ('adamw', 0.0, True, 0.1)
     assert paper['probe_epochs'] == 2  # the flag given wins over the protocol's 200
-    assert paper['probe_warmup_epochs'] == 10  # Sec. 4: cosine "with warmup"; MAE's probe length
+    assert paper['probe_warmup_epochs'] == 1  # the flag given; the protocol's own is 10 (below)
     assert sum(len(i) for i, _ in calls) >= 2 * 192  # each epoch drew augmented features of all 192 images
     seen = {}  # image -> its features per draw: fresh crops each epoch, not one augmented copy reused
     for idx, f in calls:

@@ -207,6 +207,9 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
             calls.append(('create_repo', repo_id, kw))
             return type('RepoUrl', (), {'repo_id': repo_id})()
 
+        def repo_info(self, repo_id):
+            return type('Info', (), {'private': False})()  # it exists, public
+
         def create_branch(self, repo_id, branch, exist_ok):
             calls.append(('create_branch', repo_id, branch, exist_ok))
 
@@ -229,6 +232,9 @@ def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match='no Hugging Face token: set HF_TOKEN or run `hf auth login`'):
         push(str(folder), 'me/macrl-tiny')
     monkeypatch.setattr(huggingface_hub, 'get_token', lambda: 'hf_test')
+    with pytest.raises(ValueError, match='already exists and is public, and --private was asked: nothing was uploaded'):
+        push(str(folder), 'me/macrl-tiny', private=True)
+    assert not any(c[0] == 'create_commit' for c in calls)
     fail.append(1)
     with pytest.raises(RuntimeError):
         push(str(folder), 'me/macrl-tiny')
@@ -324,6 +330,10 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     from huggingface_hub import ModelCard
     assert ModelCard.load(folder / 'README.md').data.datasets is None
     assert '--out runs/myrun' in card and str(tmp_path) not in card
+    from macrl_hub.card import public_out_arg
+    assert public_out_arg("macrl train --out /home/me/run1/ --x 1") == 'macrl train --out runs/run1 --x 1'
+    assert public_out_arg("macrl train --out '/home/my dir/run 1'") == "macrl train --out 'runs/run 1'"
+    assert public_out_arg('macrl train --out runs/x --x 1') == 'macrl train --out runs/x --x 1'  # relative: as is
     named = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.named', str(tmp_path / 'named'),
                    repo_id='me/tiny-mine')
     assert "timm.create_model('hf-hub:me/tiny-mine'" in (named / 'README.md').read_text()
@@ -382,7 +392,8 @@ def test_a_model_fine_tuned_in_user_code_saves_as_a_folder_plain_timm_loads(tmp_
     folder that a fresh interpreter without macrl_hub loads with timm alone: same outputs, sizes, labels."""
     from macrl_hub.export import save_for_timm
     torch.manual_seed(0)
-    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, img_size=48, num_classes=3, global_pool='max')
+    model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, img_size=48, num_classes=3, global_pool='max',
+                              dynamic_img_size=True)
     with torch.no_grad():
         for p in model.parameters():  # "fine-tuned": no longer an init timm could reproduce
             p.add_(torch.randn_like(p))
@@ -395,6 +406,7 @@ def test_a_model_fine_tuned_in_user_code_saves_as_a_folder_plain_timm_loads(tmp_
             f'm = timm.create_model("local-dir:{tmp_path / "mine"}", pretrained=True).eval()\n'
             'assert "macrl_hub" not in sys.modules\n'
             'cfg = timm.data.resolve_data_config({}, model=m)\n'
+            'assert m(torch.randn(1, 3, 32, 40)).shape == (1, 3)  # dynamic_img_size carried\n'
             f'torch.save([m(torch.load({str(tmp_path / "x.pt")!r})), cfg["input_size"], '
             f'm.pretrained_cfg["label_names"]], {str(tmp_path / "out.pt")!r})\n')
     _run(code, {})

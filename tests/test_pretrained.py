@@ -135,6 +135,9 @@ def test_a_repo_the_hub_does_not_have_is_named_with_the_cause(places, monkeypatc
     assert 'the Hugging Face Hub did not provide it' in text
     assert re.search(r'RepositoryNotFoundError: 401 Client Error\..* Repository Not Found for url: .*macrl-hub/'
                      + re.escape(NAME) + r'.*HF_TOKEN or `hf auth login`', text), text
+    # a '401' that is not an HTTP answer (a folder name, a shape) gets no token advice
+    assert pretrained.error_text(FileNotFoundError('runs/401/checkpoint.pth not found')) == \
+        'runs/401/checkpoint.pth not found'
 
 
 def test_planned_and_unknown_names(monkeypatch):

@@ -36,3 +36,11 @@ def test_probe_lr_warms_up_linearly_then_follows_a_half_cosine(monkeypatch):
     want = [0.1 * s / 8 for s in range(8)] + [0.05 * (1 + math.cos(math.pi * (s - 8) / (steps - 8)))
                                               for s in range(8, steps)]
     assert len(seen) == steps and all(abs(a - b) < 1e-12 for a, b in zip(seen, want)), seen
+
+
+def test_a_warmup_longer_than_half_the_probe_is_refused():
+    """Warmup past half the probe would leave the lr at its peak to the end, whatever the record said."""
+    import pytest
+    with pytest.raises(ValueError, match='2 warmup epochs leave no decay in a 3-epoch probe'):
+        train_linear_probe(torch.randn(40, 4), torch.randint(0, 2, (40,)), 2, epochs=3, batch_size=10,
+                           warmup_epochs=2)
