@@ -95,9 +95,8 @@ def save_model_folder(model: nn.Module, spec: str, folder: str, tag: str,
     `timm.create_model('local-dir:<folder>', pretrained=True)` or `macrl eval classify --model <folder>`."""
     from .export import write_model_files
     arch, model_args = model_source(spec)
-    if label_names:
-        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=list(label_names))
-    write_model_files(model, Path(folder), arch, model_args, tag)
+    write_model_files(model, Path(folder), arch, model_args, tag,
+                      label_names=list(label_names) if label_names else None)
     return Path(folder)
 
 

@@ -57,10 +57,12 @@ def _check_rebuilds(config: Dict[str, Any], model) -> None:
                          f'{config["model_args"]} differs in {diff}')
 
 
-def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) -> Dict[str, Any]:
+def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str,
+                      label_names: Optional[List[str]] = None) -> Dict[str, Any]:
     """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load): for a MACRL
     arch a stock ViT of its width with every argument given; a stock timm arch (`macrl train --model vit_*`) is
-    named as itself. Checked by building it: ValueError if plain timm would build something else."""
+    named as itself. Checked by building it: ValueError if plain timm would build something else. `label_names`:
+    the classifier's outputs (default: the model cfg's, kept only while they count its classes)."""
     if arch in MACRL_ARCHS:
         base = architecture_args(arch)
         stock, args = _STOCK.get(base['embed_dim'], 'vit_base_patch16_224'), {**base, **model_args}
@@ -75,6 +77,10 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str) ->
     cfg.update(PIPELINE_CFG, **PROVENANCE)
     cfg['num_classes'] = num_classes
     cfg['tag'] = tag
+    if label_names is not None:
+        cfg['label_names'] = list(label_names)
+    elif len(cfg.get('label_names') or ()) != num_classes:  # e.g. a *_lin tag's names after its head was replaced
+        cfg.pop('label_names', None)
     config = {
         'architecture': stock,
         'num_classes': num_classes,
@@ -109,9 +115,9 @@ def _check_declared(model, name: str) -> None:
 
 
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
-                      dtype: torch.dtype = torch.float32) -> Dict[str, Any]:
+                      dtype: torch.dtype = torch.float32, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
     """`model` as model.safetensors (timm key names, `dtype`) + config.json (plain timm) in `folder`; the config."""
-    config = plain_timm_config(model, arch, model_args, tag)  # checked to rebuild in plain timm: before writing
+    config = plain_timm_config(model, arch, model_args, tag, label_names)  # checked to rebuild in plain timm first
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
                      metadata={'format': 'pt'})
@@ -140,19 +146,8 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
     num_classes = getattr(model, 'num_classes', 0)
     if label_names is not None and len(label_names) != num_classes:
         raise ValueError(f'{len(label_names)} label_names for a model with {num_classes} classes')
-    had = model.pretrained_cfg.get('label_names')
-    if label_names is not None:
-        model.pretrained_cfg['label_names'] = list(label_names)
-    elif had is not None and len(had) != num_classes:  # a *_lin tag's names, but the head was replaced
-        model.pretrained_cfg.pop('label_names')
-    try:
-        return write_model_files(model, Path(folder), arch, model_args, tag or model.pretrained_cfg.get('tag') or
-                                 'finetuned', dtype)
-    finally:
-        if had is None:
-            model.pretrained_cfg.pop('label_names', None)
-        else:
-            model.pretrained_cfg['label_names'] = had
+    return write_model_files(model, Path(folder), arch, model_args, tag or model.pretrained_cfg.get('tag') or
+                             'finetuned', dtype, label_names)
 
 
 def _load_checkpoint(path: Path):
@@ -209,8 +204,6 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
                          f'unexpected keys {unexpected[:8]}')
     set_data_config(model, **checkpoint_data_config(ck))  # the run's --mean/--std and input size go to config.json
     _check_declared(model, name)
-    if label_names:
-        model.pretrained_cfg['label_names'] = label_names
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
     log = Path(checkpoint).parent / 'log.jsonl'
     from .train import read_log
@@ -218,7 +211,8 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     # every file is written into a staging folder beside the target and moved in only when all are written: an
     # export that fails half-way (a bad eval JSON, a model plain timm would not rebuild) leaves no partial folder
     with staging_dir(folder) as staging:
-        config = write_model_files(model, staging, arch, model_args, tag, torch.float16 if fp16 else torch.float32)
+        config = write_model_files(model, staging, arch, model_args, tag, torch.float16 if fp16 else torch.float32,
+                                   label_names)
         if full:
             save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
                              staging / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})

@@ -588,11 +588,7 @@ def _rank_max(values: List[float], device: torch.device) -> List[float]:
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
-    if not is_dist():
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_rank_max([flag], device)[0])
 
 
 def _global_mean(v: torch.Tensor) -> float:
