@@ -58,11 +58,13 @@ def _check_rebuilds(config: Dict[str, Any], model) -> None:
 
 
 def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str,
-                      label_names: Optional[List[str]] = None) -> Dict[str, Any]:
+                      label_names: Optional[List[str]] = None, license: Optional[str] = None) -> Dict[str, Any]:
     """config.json in timm's Hub format, naming a stock architecture (no macrl_hub needed to load): for a MACRL
     arch a stock ViT of its width with every argument given; a stock timm arch (`macrl train --model vit_*`) is
     named as itself. Checked by building it: ValueError if plain timm would build something else. `label_names`:
-    the classifier's outputs (default: the model cfg's, kept only while they count its classes)."""
+    the classifier's outputs (default: the model cfg's, kept only while they count its classes). `license`: the
+    weights' Hub license id (default PROVENANCE's apache-2.0), e.g. the training data's terms."""
+    license = check_license(license or PROVENANCE['license'])
     if arch in MACRL_ARCHS:
         base = architecture_args(arch)
         stock, args = _STOCK.get(base['embed_dim'], 'vit_base_patch16_224'), {**base, **model_args}
@@ -75,6 +77,7 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str,
            and v is not None}
     # the preprocessing our numbers were measured with, and this project's provenance (not the stock arch's)
     cfg.update(PIPELINE_CFG, **PROVENANCE)
+    cfg['license'] = license
     cfg['num_classes'] = num_classes
     cfg['tag'] = tag
     if label_names is not None:
@@ -115,9 +118,10 @@ def _check_declared(model, name: str) -> None:
 
 
 def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any], tag: str,
-                      dtype: torch.dtype = torch.float32, label_names: Optional[List[str]] = None) -> Dict[str, Any]:
+                      dtype: torch.dtype = torch.float32, label_names: Optional[List[str]] = None,
+                      license: Optional[str] = None) -> Dict[str, Any]:
     """`model` as model.safetensors (timm key names, `dtype`) + config.json (plain timm) in `folder`; the config."""
-    config = plain_timm_config(model, arch, model_args, tag, label_names)  # checked to rebuild in plain timm first
+    config = plain_timm_config(model, arch, model_args, tag, label_names, license)  # checked to rebuild first
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors({k: v.to(dtype) for k, v in model.state_dict().items()}, folder / 'model.safetensors',
                      metadata={'format': 'pt'})
@@ -126,13 +130,14 @@ def write_model_files(model, folder: Path, arch: str, model_args: Dict[str, Any]
 
 
 def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Optional[List[str]] = None,
-                  dtype: torch.dtype = torch.float32) -> Dict[str, Any]:
+                  dtype: torch.dtype = torch.float32, license: Optional[str] = None) -> Dict[str, Any]:
     """A model from `timm.create_model('macrl_vit_*', ...)`, e.g. fine-tuned in your own code, as a folder that plain
     timm loads with no macrl_hub installed: `timm.create_model('local-dir:<folder>', pretrained=True)`, or
     `hf-hub:` after `huggingface_hub.upload_folder`. model.safetensors (`dtype`) + config.json naming a stock timm
     ViT with every argument (timm's own `save_for_hf` names the macrl_vit_* architecture, which needs the plugin).
     Overrides made at creation (`img_size=`, `num_classes=`, `global_pool=`) are carried; `tag` defaults to the
-    model's own (e.g. cifar10); `label_names` names the classifier's outputs. Returns config.json's content."""
+    model's own (e.g. cifar10); `label_names` names the classifier's outputs; `license` the Hub license id
+    (default apache-2.0). Returns config.json's content."""
     arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
     if not hasattr(model, 'patch_embed') or arch is None:
         raise ValueError(f'save_for_timm takes a VisionTransformer built by timm.create_model; got '
@@ -147,7 +152,7 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
     if label_names is not None and len(label_names) != num_classes:
         raise ValueError(f'{len(label_names)} label_names for a model with {num_classes} classes')
     return write_model_files(model, Path(folder), arch, model_args, tag or model.pretrained_cfg.get('tag') or
-                             'finetuned', dtype, label_names)
+                             'finetuned', dtype, label_names, license)
 
 
 def _load_checkpoint(path: Path):
@@ -155,6 +160,15 @@ def _load_checkpoint(path: Path):
     if not isinstance(ck, dict) or 'model' not in ck or 'arch' not in ck:
         raise ValueError(f'{path} is not a `macrl train` checkpoint (no "model"/"arch" keys)')
     return ck
+
+
+def check_license(license: str) -> str:
+    """`license` if it has the form of a Hub license id (lowercase letters, digits, '.', '-': apache-2.0, mit,
+    cc-by-nc-4.0, other), else ValueError. The Hub's own list is the authority; this catches a typo'd form only."""
+    if not re.fullmatch(r'[a-z0-9][a-z0-9.-]*', license):
+        raise ValueError(f'--license {license!r} is not a Hugging Face Hub license id: lowercase, e.g. apache-2.0, '
+                         'mit, cc-by-4.0, cc-by-nc-4.0 (https://huggingface.co/docs/hub/repositories-licenses)')
+    return license
 
 
 #: what `export` writes into <out_dir>/<arch>.<tag>/ (other files there are never touched)
@@ -168,7 +182,7 @@ PLACEHOLDER_ORG = '<your-hf-user-or-org>'
 
 def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: Optional[List[str]] = None,
            head: Optional[str] = None, full: bool = False, fp16: bool = False, overwrite: bool = False,
-           repo_id: Optional[str] = None) -> Path:
+           repo_id: Optional[str] = None, license: Optional[str] = None) -> Path:
     import timm
     from . import models  # noqa: F401
     if '.' not in name:
@@ -212,7 +226,7 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     # export that fails half-way (a bad eval JSON, a model plain timm would not rebuild) leaves no partial folder
     with staging_dir(folder) as staging:
         config = write_model_files(model, staging, arch, model_args, tag, torch.float16 if fp16 else torch.float32,
-                                   label_names)
+                                   label_names, license)
         if full:
             save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()},
                              staging / 'pretrain.safetensors', metadata={'macrl': json.dumps(ck.get('macrl', {}))})
@@ -246,8 +260,12 @@ def main(argv: Optional[list] = None) -> Path:
     p.add_argument('--repo-id', default=None,
                    help='<org>/<name> of its Hub repo, for the card\'s loading code (default: macrl_hub\'s own repo '
                         f'for a name it declares, else {PLACEHOLDER_ORG}/<name>, which `macrl push --repo-id` fills in)')
+    p.add_argument('--license', default=None, metavar='ID',
+                   help='the weights\' license as a Hub license id, e.g. cc-by-nc-4.0 for weights trained on data with '
+                        'non-commercial terms (default: apache-2.0, this project\'s)')
     a = p.parse_args(argv)
-    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16, a.overwrite, a.repo_id)
+    folder = export(a.checkpoint, a.name, a.out_dir, a.eval_json, a.head, a.full, a.fp16, a.overwrite, a.repo_id,
+                    a.license)
     print(f'macrl export: wrote {folder}: {", ".join(sorted(f.name for f in folder.iterdir()))}')
     return folder
 

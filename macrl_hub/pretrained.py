@@ -217,7 +217,8 @@ def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
     Offline (`HF_HUB_OFFLINE`, or the Hub unreachable within `HUB_TIMEOUT_S`) only the Hugging Face cache is
     tried after the local folders, so a missing file fails in seconds, with a message naming every place looked in.
     A cached copy that fails its sha256 is fetched again once when the Hub answers. `cache_dir`: the Hugging Face
-    cache to use (timm.create_model's `cache_dir`; default HF_HUB_CACHE).
+    cache to use (timm.create_model's `cache_dir`; default HF_HUB_CACHE). A Hub download also caches the repo's
+    config.json, so the same model loads offline later by its `hf-hub:` id too.
     """
     name = published_name(name)
     tried = []
@@ -240,13 +241,27 @@ def resolve_weights(name: str, cache_dir: Optional[os.PathLike] = None) -> Path:
             tried.append(f'the Hugging Face Hub: {url} ({_first_line(e)})')
         raise PretrainedWeightsError(not_found_message(name, tried, offline)) from e
     try:
-        return check_sha256(path, name)
+        check_sha256(path, name)
     except PretrainedWeightsError:
         if offline is not None:
             raise
-    path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),  # a corrupt cached
-                                cache_dir=cache_dir, force_download=True))  # copy: the Hub's again, once
-    return check_sha256(path, name, fix=republished(name, repo_id))
+        path = Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_FILE, endpoint=hub_endpoint(),  # a corrupt
+                                    cache_dir=cache_dir, force_download=True))  # cached copy: the Hub's again, once
+        check_sha256(path, name, fix=republished(name, repo_id))
+    if offline is None:
+        _cache_config(repo_id, cache_dir)
+    return path
+
+
+def _cache_config(repo_id: str, cache_dir: Optional[os.PathLike]) -> None:
+    """Put the repo's config.json in the Hugging Face cache beside the weights, so that the same model loaded later
+    as `timm.create_model('hf-hub:<repo_id>', pretrained=True)` needs no network either. Best effort: the weights
+    are what was asked for, and a Hub that served them but not this file is not an error here."""
+    from huggingface_hub import hf_hub_download
+    try:
+        hf_hub_download(repo_id=repo_id, filename='config.json', endpoint=hub_endpoint(), cache_dir=cache_dir)
+    except Exception:
+        pass
 
 
 def republished(name: str, repo_id: str) -> str:

@@ -102,6 +102,14 @@ def test_registered_name_downloads_from_hub_with_sha_check(exported, tmp_path):
     sd = torch.load(tmp_path / 'sd.pt')
     assert all(torch.equal(sd[k], v) for k, v in model.encoder.state_dict().items())
     assert 'MISMATCH checksum mismatch' in out and sha in out and '0' * 64 in out
+    # the plugin cached config.json beside the weights: the same model by its hf-hub: id now loads offline
+    _run(f'import sys, torch, timm\n'
+         f'm = timm.create_model("hf-hub:macrl-hub/{NAME}", pretrained=True)\n'
+         'assert "macrl_hub" not in sys.modules\n'
+         f'torch.save(m.state_dict(), {str(tmp_path / "sd_offline.pt")!r})\n',
+         {'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf'), 'HF_HUB_DISABLE_TELEMETRY': '1'})
+    sd = torch.load(tmp_path / 'sd_offline.pt')
+    assert all(torch.equal(sd[k], v) for k, v in model.encoder.state_dict().items())
 
 
 def test_missing_weights_offline_says_where_it_looked(tmp_path, monkeypatch):
@@ -335,8 +343,15 @@ def test_export_of_a_stock_timm_vit_writes_a_complete_folder(tmp_path, monkeypat
     assert public_out_arg("macrl train --out '/home/my dir/run 1'") == "macrl train --out 'runs/run 1'"
     assert public_out_arg('macrl train --out runs/x --x 1') == 'macrl train --out runs/x --x 1'  # relative: as is
     named = export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.named', str(tmp_path / 'named'),
-                   repo_id='me/tiny-mine')
+                   repo_id='me/tiny-mine', license='cc-by-nc-4.0')
     assert "timm.create_model('hf-hub:me/tiny-mine'" in (named / 'README.md').read_text()
+    # the weights' license (e.g. the training data's terms) reaches the card's metadata and config.json
+    assert ModelCard.load(named / 'README.md').data.license == 'cc-by-nc-4.0'
+    assert json.loads((named / 'config.json').read_text())['pretrained_cfg']['license'] == 'cc-by-nc-4.0'
+    assert ModelCard.load(folder / 'README.md').data.license == config['pretrained_cfg']['license'] == 'apache-2.0'
+    with pytest.raises(ValueError, match="--license 'CC BY-NC 4.0' is not a Hugging Face Hub license id"):
+        export(str(tmp_path / 'checkpoint.pth'), 'vit_tiny_patch16_224.bad', str(tmp_path / 'cards'),
+               license='CC BY-NC 4.0')
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
     assert config['pretrained_cfg']['input_size'] == [3, 32, 32]  # not the stock 224
     x = torch.randn(2, 3, 32, 32)
