@@ -38,7 +38,9 @@ class MACRLDecoder(nn.Module):
         self.norm_in = nn.LayerNorm(encoder_dim)
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        pos = build_sincos2d_pos_embed(list(grid_size), dim, reverse_coord=True)  # (L, dim), fixed as MAE
+        # (L, dim) fixed as MAE, row-major like patchify: token r * W + c codes (r, c) (on square grids identical to
+        # reverse_coord=True, which scrambles a non-square one)
+        pos = build_sincos2d_pos_embed(list(grid_size), dim)
         self.register_buffer('pos_embed', pos.unsqueeze(0), persistent=False)
         self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)

@@ -2,7 +2,7 @@
 
     x1, x2 = aug(x), aug(x)                  # view 1 stronger (solarization), view 2 weaker
     z1, z2 = e_q(x1, m1), e_q(x2, m2)        # encoder on randomly masked tokens
-    q1, q2 = p_q(z1), p_q(z2)                # projector on token-averaged features
+    q1, q2 = p_q(z1), p_q(z2)                # projector on pooled features (see `pooling` below)
     w1, w2 = e_k(x1, m0), e_k(x2, m0)        # momentum encoder on the unmasked views
     k1, k2 = p_k(w1), p_k(w2)
     cl_loss = ctr(q1, k2) + ctr(q2, k1)      # InfoNCE with a memory bank of negatives
@@ -11,7 +11,19 @@
 
 `objective='mae'` keeps only the reconstruction (no momentum branch), `objective='moco'` only the
 contrastive part on unmasked views (MoCo v3 with a bank), so the paper's baselines share this code.
-The wrapped `encoder` stays a timm model: `encoder.state_dict()` loads into `timm.create_model(arch)`.
+The wrapped `encoder` stays a timm model: `encoder.state_dict()` loads into `timm.create_model(arch, num_classes=0)`
+(the wrapper removes the encoder's classifier, in place: the pretraining feature is the pre-logits).
+
+Using it from your own loop:
+- Pooling follows the encoder's `global_pool`: 'avg' (the paper's token average) for every macrl_vit_*; a stock timm
+  ViT pools its class token by default, so build it with `global_pool='avg'` for the paper's pooling.
+- Each forward in train mode enqueues its keys into the memory bank; an extra pass over a batch (logging,
+  validation) takes `enqueue=False` or `.eval()`, else the batch's keys become negatives of its own positives.
+- `model.no_weight_decay()` names the parameters AdamW should not decay (timm's `create_optimizer_v2` reads it);
+  `model.set_grad_checkpointing()` checkpoints the main branch's blocks.
+- Under DDP: every rank needs the same batch size (keys are all-gathered), its own masks (pass `generator` or
+  `mask_noise` per rank, or seed ranks differently), `broadcast_buffers=False` (else the whole bank is broadcast at
+  every forward) and `ddp.module.update_momentum(m)` after each optimizer step. `macrl train` does all of this.
 
 Choices where the paper is silent or ambiguous (each an argument; see README "Design choices"):
 - `rec_on='masked'`: the text says the loss covers visible tokens; MAE uses masked ones. Measured with
@@ -37,10 +49,11 @@ precision; see macrl_hub/runtime.py resolve_momentum_dtype).
 """
 import copy
 import itertools
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 import torch
 import torch.nn.functional as F
+from timm.models import checkpoint_seq
 from torch import Tensor, nn
 
 from .decoder import MACRLDecoder
@@ -82,6 +95,28 @@ def _without_dropout(module: nn.Module) -> nn.Module:
     return module
 
 
+def _check_encoder(encoder: nn.Module) -> None:
+    """ValueError naming what makes `encoder` one MACRL cannot wrap (before a cryptic error in the first step)."""
+    name = type(encoder).__name__
+    for attr in ('patch_embed', 'blocks', '_pos_embed', 'forward_head', 'num_prefix_tokens'):
+        if not hasattr(encoder, attr):
+            raise ValueError(f'MACRL wraps a timm VisionTransformer-like encoder; {name} has no {attr!r}')
+    if not isinstance(encoder.blocks, nn.Sequential):  # Eva / RoPE ViTs: blocks take rotary embeddings too
+        raise ValueError(f'MACRL runs the encoder\'s blocks as one sequence of tokens; {name}\'s blocks are a '
+                         f'{type(encoder.blocks).__name__} (blocks that take more than tokens, e.g. rotary position '
+                         f'embeddings) and are not supported: use a timm VisionTransformer')
+    if not getattr(encoder, 'global_pool', 'avg'):
+        raise ValueError("the encoder returns every token (global_pool=''); MACRL projects one feature per image: "
+                         "build it with global_pool='avg' (the paper's) or 'token'")
+    ps = tuple(encoder.patch_embed.patch_size)
+    if ps[0] != ps[1]:
+        raise ValueError(f'patch_size {ps} is not square; the reconstruction target takes square patches')
+    if getattr(getattr(encoder, 'patch_drop', None), 'prob', 0.0):
+        raise ValueError(f'the encoder drops patches itself (patch_drop_rate={encoder.patch_drop.prob}); MACRL masks '
+                         'tokens with mask_ratio and its momentum branch must see every token: build the encoder '
+                         'with patch_drop_rate=0')
+
+
 class MACRL(nn.Module):
     def __init__(
             self,
@@ -114,14 +149,17 @@ class MACRL(nn.Module):
             raise ValueError(f'unknown views {views!r}; allowed: {VIEWS}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature!r}')
-        for attr in ('patch_embed', 'blocks', '_pos_embed', 'forward_head', 'num_prefix_tokens'):
-            if not hasattr(encoder, attr):
-                raise ValueError(f'MACRL wraps a timm VisionTransformer-like encoder; '
-                                 f'{type(encoder).__name__} has no {attr!r}')
+        if alpha < 0:
+            raise ValueError(f'alpha weighs the contrastive loss and must be >= 0, got {alpha!r}')
+        if objective != 'mae' and bank_size == 0 and not in_batch_negatives:
+            raise ValueError('bank_size=0 with in_batch_negatives=False leaves InfoNCE no negatives: its loss is 0 '
+                             'and the contrastive branch never learns; use a bank, in-batch negatives, or both')
+        _check_encoder(encoder)
         if getattr(encoder, 'num_classes', 0):
             encoder.reset_classifier(0)  # the pretraining feature is the pre-logits, never a head
         self.objective = objective
-        self.mask_ratio = check_mask_ratio(mask_ratio) if objective != 'moco' else 0.0
+        mask_ratio = check_mask_ratio(mask_ratio)  # MoCo's too: an out-of-range value is named, not ignored
+        self.mask_ratio = mask_ratio if objective != 'moco' else 0.0  # MoCo: unmasked views
         if objective != 'moco' and self.mask_ratio == 0 and rec_on == 'masked':
             raise ValueError(f"mask_ratio=0 masks no tokens, so objective={objective!r} with rec_on='masked' has "
                              f"nothing to reconstruct; use mask_ratio > 0, or rec_on='visible' or 'all'")
@@ -152,10 +190,12 @@ class MACRL(nn.Module):
         if objective in ('macrl', 'moco'):
             self.projector = Projector(dim, proj_hidden_dim, proj_dim)
             self.momentum_encoder = _without_dropout(copy.deepcopy(encoder).requires_grad_(False))
+            if hasattr(self.momentum_encoder, 'grad_checkpointing'):  # no gradients: nothing to recompute
+                self.momentum_encoder.grad_checkpointing = False
             self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
             self.bank = MemoryBank(bank_size, proj_dim)
         self.config = dict(
-            objective=objective, mask_ratio=mask_ratio, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
+            objective=objective, mask_ratio=self.mask_ratio, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
             decoder_heads=decoder_heads, rec_loss=rec_loss, rec_on=rec_on, norm_pix_loss=norm_pix_loss,
             proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim, bank_size=bank_size, temperature=temperature,
             alpha=alpha, in_batch_negatives=in_batch_negatives, freeze_patch_embed=freeze_patch_embed, views=views)
@@ -165,9 +205,13 @@ class MACRL(nn.Module):
         for name, x in (('x1', x1), ('x2', x2)):
             if not isinstance(x, Tensor) or x.ndim != 4:
                 raise ValueError(f'{name} must be a (B, C, H, W) tensor, got shape {tuple(getattr(x, "shape", ()))}')
+            if not x.is_floating_point():
+                raise ValueError(f'{name} is {x.dtype}; MACRL takes float views, normalised with the encoder\'s '
+                                 f'mean/std (macrl_hub.transforms.PairAugment makes both from uint8 images)')
             if x.shape[1] != self.in_chans or tuple(x.shape[2:]) != self.img_size:
-                raise ValueError(f'{name} has shape {tuple(x.shape)}; this encoder takes '
-                                 f'(B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]})')
+                raise ValueError(f'{name} has shape {tuple(x.shape)}; this wrapper takes '
+                                 f'(B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}) (its masks and '
+                                 f'decoder are built for the encoder\'s img_size)')
         if x1.shape != x2.shape:
             raise ValueError(f'the two views differ in shape: {tuple(x1.shape)} vs {tuple(x2.shape)}')
 
@@ -179,7 +223,10 @@ class MACRL(nn.Module):
             P = enc.num_prefix_tokens
             x = torch.cat([x[:, :P], gather_tokens(x[:, P:], ids_keep)], dim=1)  # (B, P + L_keep, D)
         x = enc.norm_pre(x)
-        x = enc.blocks(x)
+        if getattr(enc, 'grad_checkpointing', False) and torch.is_grad_enabled():
+            x = checkpoint_seq(enc.blocks, x)  # timm's: recompute each block's activations in backward
+        else:
+            x = enc.blocks(x)
         return enc.norm(x)
 
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
@@ -211,14 +258,14 @@ class MACRL(nn.Module):
         return sum(reconstruction_loss(p, t, m, self.rec_loss, self.rec_on, self.norm_pix_loss)
                    for p, t, m in zip(pred.chunk(v), target.chunk(v), mask.chunk(v)))
 
-    def forward_loss_cl(self, q: Tensor, k: Tensor) -> Tensor:
-        """q, k: (2B, proj_dim) for both views -> ctr(q1, k2) + ctr(q2, k1); enqueues k1, k2.
+    def forward_loss_cl(self, q: Tensor, k: Tensor, enqueue: bool = True) -> Tensor:
+        """q, k: (2B, proj_dim) for both views -> ctr(q1, k2) + ctr(q2, k1); enqueues k1, k2 if `enqueue`.
         With views='asymmetric': q = q1, k = k2, each (B, proj_dim) -> ctr(q1, k2); enqueues k2."""
         if self.views == 'asymmetric':
             k2 = all_gather_nograd(k)  # (world * B, proj_dim)
             neg = self.bank.negatives().clone() if self.bank.size else None
             loss = info_nce(q, k2, neg, self.temperature, self.in_batch_negatives, rank() * q.shape[0])
-            if self.training:
+            if enqueue:
                 self.bank.enqueue(k2)
             return loss
         q1, q2 = q.chunk(2)
@@ -227,16 +274,17 @@ class MACRL(nn.Module):
         neg = self.bank.negatives().clone() if self.bank.size else None
         loss = (info_nce(q1, k2, neg, self.temperature, self.in_batch_negatives, offset)
                 + info_nce(q2, k1, neg, self.temperature, self.in_batch_negatives, offset))
-        if self.training:
+        if enqueue:
             self.bank.enqueue(torch.cat([k1, k2]))
         return loss
 
     def forward(self, x1: Tensor, x2: Tensor, generator: Optional[torch.Generator] = None,
-                mask_noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """x1 (stronger view), x2 (weaker view): (B, C, H, W) -> named losses.
+                mask_noise: Optional[Tensor] = None, enqueue: Optional[bool] = None) -> Dict[str, Tensor]:
+        """x1 (stronger view), x2 (weaker view): (B, C, H, W) float, normalised -> named losses.
 
         The masks come from `mask_noise` (2B, L) if given (rows: view 1 then view 2; (B, L) with
-        views='asymmetric'), else from `generator` (on x's device), else from the global RNG.
+        views='asymmetric'), else from `generator` (on x's device), else from the global RNG. The keys are
+        enqueued into the memory bank when `enqueue` (default: in train mode); pass False for an extra pass.
         """
         self.check_views(x1, x2)
         both = self.views == 'both'
@@ -255,14 +303,29 @@ class MACRL(nn.Module):
             out['loss_mim'] = self.forward_loss_mim(x, self.forward_decoder(latent, ids_restore), mask)
             loss = loss + out['loss_mim']
         if self.projector is not None:
-            out['loss_cl'] = self.forward_loss_cl(self.project(latent), self.forward_momentum(x if both else x2))
+            out['loss_cl'] = self.forward_loss_cl(self.project(latent), self.forward_momentum(x if both else x2),
+                                                  self.training if enqueue is None else enqueue)
             loss = loss + (self.alpha if self.objective == 'macrl' else 1.0) * out['loss_cl']
         out['loss'] = loss
         return out
 
+    def no_weight_decay(self) -> Set[str]:
+        """Parameter names AdamW should not decay, timm's convention (its create_optimizer_v2 reads this): the
+        encoder's own (position embedding, class/register tokens) and the decoder's mask token. Biases and norms are
+        skipped by their shape (timm's `param_groups_weight_decay`)."""
+        skip = {f'encoder.{n}' for n in getattr(self.encoder, 'no_weight_decay', lambda: set())()}
+        return skip | ({'decoder.mask_token'} if self.decoder is not None else set())
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the main branch's encoder blocks in backward (timm's checkpoint_seq): less memory, ~1/3 more
+        compute. The momentum branch has no gradients and is never checkpointed."""
+        self.encoder.set_grad_checkpointing(enable)
+
     @torch.no_grad()
     def update_momentum(self, m: float) -> None:
         """e_k <- m e_k + (1 - m) e_q and p_k likewise; call after each optimizer step."""
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f'momentum must be in [0, 1] (1 keeps the momentum branch fixed), got {m!r}')
         if self.momentum_encoder is not None:
             update_momentum(self.encoder, self.momentum_encoder, m)
             update_momentum(self.projector, self.momentum_projector, m)

@@ -36,6 +36,8 @@ class MemoryBank(nn.Module):
                              f'the bank must hold at least one step of keys (2 x global batch)')
         ptr = int(self.ptr)
         idx = (torch.arange(n, device=keys.device) + ptr) % self.size
-        self.bank[idx] = keys.detach().to(self.bank.dtype)
+        # out of place: the tensor the last forward read its negatives from stays as it was, which autograd needs
+        # once torch.compile saves that tensor itself for backward (it drops the forward's copy); one bank copy
+        self.bank = self.bank.index_copy(0, idx, keys.detach().to(self.bank.dtype))
         self.ptr.fill_((ptr + n) % self.size)
         self.filled.fill_(min(int(self.filled) + n, self.size))

@@ -154,9 +154,10 @@ def step_flops(cfg: TrainConfig, batch: int = 4) -> float:
 
 
 def _param_groups(model: MACRL, weight_decay: float):
-    """No weight decay on norms, biases, positional embeddings and the mask token."""
-    skip = {f'encoder.{n}' for n in getattr(model.encoder, 'no_weight_decay', lambda: set())()}
-    skip |= {'decoder.mask_token'}
+    """No weight decay on norms, biases and `MACRL.no_weight_decay()` (positional embeddings, class/register
+    tokens, the mask token): timm's rule, so its create_optimizer_v2 on the wrapper decays the same parameters.
+    Always two groups (a checkpoint's optimizer state is laid out by them), even at weight decay 0."""
+    skip = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -305,6 +306,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     if device.type == 'cuda':
         torch.set_float32_matmul_precision('high')  # TF32 for what runs outside autocast (losses, kNN)
     model = build_macrl(cfg).to(device)
+    if model.in_chans != 3 or model.img_size[0] != model.img_size[1]:  # before any data is read or file written
+        raise ValueError(f'macrl train feeds square RGB images (every image is read as RGB and centre-cropped); '
+                         f'{cfg.model} with --model-args {cfg.model_args or "{}"} takes {model.in_chans} channels at '
+                         f'{model.img_size[0]}x{model.img_size[1]}: use in_chans 3 and one img_size')
     attention = choose_attention(model, device, precision, cfg.attention)  # a bad --attention fails here, early
     if model.momentum_encoder is not None:
         model.momentum_dtype = resolve_momentum_dtype(cfg.momentum_bf16, device, precision)

@@ -191,6 +191,24 @@ def test_prediction_does_not_depend_on_the_order_of_visible_tokens():
     assert (masked[:, 1:] - masked[:, :1]).abs().amax(dim=-1).min() > 1e-4
 
 
+def test_decoder_positions_follow_patchify_order_on_a_non_square_grid():
+    """Token r * W + c (patchify's row-major order) carries the code of (r, c): timm's sin-cos layout is
+    [sin(row), sin(col), cos(row), cos(col)], each dim/4 wide. reverse_coord=True built the codes in W-major order,
+    which on a 3x5 grid put (0, 3)'s code next to (0, 0)'s and (0, 4)'s (square grids come out the same)."""
+    from conftest import tiny_encoder
+    from macrl_hub import MACRL
+    model = MACRL(tiny_encoder(img_size=(12, 20)), objective='mae', decoder_dim=32)
+    H, W = model.grid_size
+    assert (H, W) == (3, 5)
+    pos = model.decoder.pos_embed[0].view(H, W, 32)
+    q = 32 // 4
+    rows, cols = pos[..., :q], pos[..., q:2 * q]  # sin(row * bands), sin(col * bands)
+    assert torch.equal(rows, rows[:, :1].expand_as(rows)) and torch.equal(cols, cols[:1].expand_as(cols))
+    assert len({tuple(r[0].tolist()) for r in rows}) == H and len({tuple(c.tolist()) for c in cols[0]}) == W
+    x = torch.randn(2, 3, 12, 20)
+    assert torch.isfinite(model(x, x)['loss'])
+
+
 # -- mim_loss = rec(x_1, x1) + rec(x_2, x2) ---------------------------------------------------------
 def test_each_view_is_reconstructed_against_its_own_pixels():
     model = tiny_macrl('mae')

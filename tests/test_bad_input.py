@@ -161,6 +161,10 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['mean/std on a 0-255 scale (macrl train)'] = Case(
         lambda: _cli_error(['train', '--mean', '125', '123', '114', '--std', '63', '62', '66', '--data', str(folder),
                             '--out', str(tmp / 'scale')]), ValueError, r'--mean is on the 0-1 scale .*\[0.4902', [])
+    cases['a one-channel encoder to macrl train'] = Case(
+        lambda: _cli_error(['train', '--model-args', '{"in_chans": 1, "depth": 1}', '--data', str(folder),
+                            '--out', str(tmp / 'gray')]), ValueError,
+        r'feeds square RGB images .* takes 1 channels at 32x32', [])
     cases['export --name with a space or a slash'] = Case(
         lambda: export(str(ckpt), 'macrl_vit_tiny_p4_cifar.my data/v1', str(tmp / 'cards_bad')), ValueError,
         r'letters, digits', [ckpt])
@@ -189,7 +193,8 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
          'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
-         'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash']
+         'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
+         'a one-channel encoder to macrl train']
 
 
 @pytest.fixture(scope='module')

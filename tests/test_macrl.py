@@ -180,6 +180,10 @@ def test_freeze_patch_embed():
     (dict(rec_on='half'), 'rec_on'),
     (dict(bank_size=-5), 'memory bank size'),
     (dict(temperature=0.0), 'temperature'),
+    (dict(alpha=-1.0), 'alpha weighs the contrastive loss and must be >= 0'),
+    (dict(bank_size=0, in_batch_negatives=False), 'leaves InfoNCE no negatives'),
+    (dict(objective='moco', bank_size=0, in_batch_negatives=False), 'leaves InfoNCE no negatives'),
+    (dict(objective='moco', mask_ratio=1.5), 'mask_ratio'),  # checked, though MoCo masks nothing
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -196,6 +200,72 @@ def test_bad_views():
         model(torch.randn(3, 32, 32), torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match='timm VisionTransformer'):
         MACRL(torch.nn.Linear(3, 3))
+    with pytest.raises(ValueError, match=r'x1 is torch.uint8; MACRL takes float views'):  # any encoder, not only ours
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r'momentum must be in \[0, 1\]'):
+        model.update_momentum(1.5)
+
+
+def test_wrapped_moco_records_the_mask_ratio_it_uses():
+    assert tiny_macrl('moco', mask_ratio=0.9).config['mask_ratio'] == 0.0
+
+
+@pytest.mark.parametrize('build,match', [
+    (lambda: timm.create_model('vit_medium_patch16_rope_reg1_gap_256', img_size=32, depth=1, embed_dim=64,
+                               num_heads=2), 'blocks are a ModuleList'),
+    (lambda: tiny_encoder(global_pool=''), "global_pool=''"),
+    (lambda: tiny_encoder(patch_size=(4, 8)), r'patch_size \(4, 8\) is not square'),
+    (lambda: tiny_encoder(patch_drop_rate=0.5), 'patch_drop_rate=0.5'),
+])
+def test_encoders_it_cannot_wrap_are_named_up_front(build, match):
+    """Each failed in the first step with torch's error (an Eva/RoPE ViT: tuple indices; global_pool='': t() expects
+    <= 2 dims; a non-square patch: size mismatch), or silently (patch dropout in the momentum branch)."""
+    with pytest.raises(ValueError, match=match):
+        MACRL(build(), decoder_dim=32, proj_hidden_dim=32, proj_dim=16, bank_size=32)
+
+
+def test_an_extra_pass_in_train_mode_can_leave_the_bank_alone():
+    model = tiny_macrl().train()
+    model(*_views(2))
+    bank = model.bank.negatives().clone()
+    with torch.no_grad():
+        model(*_views(2), enqueue=False)
+    assert torch.equal(model.bank.negatives(), bank)
+    model(*_views(2))
+    assert model.bank.negatives().shape[0] == bank.shape[0] + 4
+
+
+def test_timm_optimizer_factory_decays_what_macrl_train_decays():
+    """create_optimizer_v2 reads `no_weight_decay()`: without it the position embedding and the mask token (and a
+    stock ViT's class token) were decayed."""
+    from timm.optim import create_optimizer_v2
+    from macrl_hub.train import _param_groups
+    model = tiny_macrl()
+    names = {id(p): n for n, p in model.named_parameters()}
+    ours = [sorted(names[id(p)] for p in g['params']) for g in _param_groups(model, 0.05)]
+    theirs = [sorted(names[id(p)] for p in g['params']) for g in create_optimizer_v2(model, 'adamw',
+                                                                                        weight_decay=0.05).param_groups]
+    assert ours == theirs
+    assert {'encoder.pos_embed', 'decoder.mask_token'} <= set(ours[0])
+
+
+def test_grad_checkpointing_is_honoured_with_the_same_gradients(monkeypatch):
+    """encoder.set_grad_checkpointing() was ignored: the wrapper ran the blocks itself."""
+    import macrl_hub.macrl as macrl_mod
+    calls = []
+    real = macrl_mod.checkpoint_seq
+    monkeypatch.setattr(macrl_mod, 'checkpoint_seq', lambda *a, **k: calls.append(1) or real(*a, **k))
+    x1, x2 = _views(2)
+    noise = torch.rand(4, 64)
+    grads = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = tiny_macrl()
+        model.set_grad_checkpointing(on)
+        model(x1, x2, mask_noise=noise)['loss'].backward()
+        grads.append(model.encoder.blocks[0].attn.qkv.weight.grad)
+    assert len(calls) == 1 and not model.momentum_encoder.grad_checkpointing
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
 def test_few_steps_on_real_cifar_lower_the_loss(cifar_test):
@@ -220,3 +290,17 @@ def test_few_steps_on_real_cifar_lower_the_loss(cifar_test):
     end = loss_at_fixed_masks()
     assert end['loss'] < 0.8 * start['loss'], (start, end)
     assert end['loss_mim'] < start['loss_mim'] and end['loss_cl'] < start['loss_cl'], (start, end)
+
+
+def test_readme_pretraining_example_runs_as_written():
+    """README "Pretraining with MACRL": its Python block, as it stands, trains (the encoder moves, the bank fills)."""
+    import re
+    from conftest import ROOT
+    text = (ROOT / 'README.md').read_text()
+    code = re.search(r'```python\n(.*?)```', text[text.index('## Pretraining with MACRL'):], re.S).group(1)
+    ns = {}
+    exec(compile(code, 'README.md', 'exec'), ns)
+    model = ns['model']
+    assert torch.isfinite(ns['losses']['loss']) and int(model.bank.filled) == 2 * 2 * 8
+    # the EMA copy starts equal to the encoder: they differ only once optimizer steps have moved the encoder
+    assert not torch.equal(model.encoder.blocks[0].attn.qkv.weight, model.momentum_encoder.blocks[0].attn.qkv.weight)

@@ -32,3 +32,17 @@ def test_bad_sizes():
         MemoryBank(2.5, 4)
     with pytest.raises(ValueError, match='at least one step'):
         MemoryBank(4, 2).enqueue(torch.randn(5, 2))
+
+
+def test_enqueue_leaves_the_keys_a_forward_read_for_backward_intact():
+    """torch.compile (inductor) saves the bank tensor itself for backward, not the forward's copy of it; an in-place
+    enqueue then failed the next backward ("modified by an inplace operation"; measured on a compiled MACRL's second
+    step). The same holds here without a compiler: a loss that reads the negatives straight from the bank."""
+    bank = MemoryBank(6, 2)
+    bank.enqueue(torch.randn(4, 2))
+    q = torch.randn(3, 2, requires_grad=True)
+    before = bank.negatives().clone()
+    loss = (q @ bank.negatives().T).exp().sum()  # exp saves its output, mm saves the bank slice
+    bank.enqueue(torch.randn(4, 2))
+    loss.backward()  # with the forward's negatives: d/dq sum exp(q n^T) = exp(q n^T) n
+    assert torch.allclose(q.grad, (q @ before.T).exp() @ before)
