@@ -118,30 +118,55 @@ def _counted(items: Iterable[Any], bar: Any) -> Iterable[Any]:
         yield item
 
 
-def _decode_jpeg_chunk(datas: List[Tensor]) -> List[Optional[Tensor]]:
+def _decode_jpeg_chunk(datas: List[Tensor], size: Optional[int] = None) -> List[Optional[np.ndarray]]:
+    """(H, W, 3) uint8 arrays, each brought to `size` as soon as it is decoded (a full-resolution photo is
+    ~36 MB: a folder of them must never be held at full size all at once); None = bad file."""
     from torchvision.io import ImageReadMode, decode_jpeg
     try:
-        return list(decode_jpeg(datas, mode=ImageReadMode.RGB))
+        decoded: List[Optional[Tensor]] = list(decode_jpeg(datas, mode=ImageReadMode.RGB))
     except RuntimeError:  # one bad file fails the batch: fall back to one by one
-        decoded: List[Optional[Tensor]] = []
+        decoded = []
         for d in datas:
             try:
                 decoded.append(decode_jpeg(d, mode=ImageReadMode.RGB))
             except RuntimeError:
                 decoded.append(None)
-        return decoded
+    out: List[Optional[np.ndarray]] = []
+    for i, t in enumerate(decoded):
+        out.append(None if t is None else _shrink(t.permute(1, 2, 0).numpy(), size))
+        decoded[i] = None  # the full-size tensor goes as soon as its small copy exists
+    return out
 
 
-def _decode_jpegs(datas: List[Tensor], chunk: int = 2048, bar: Any = None) -> List[Optional[Tensor]]:
+def _shrink(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
+    return arr if size is None else _resize_center(arr, size)
+
+
+def _chunks(datas: List[Tensor], max_items: int, max_bytes: int) -> List[List[Tensor]]:
+    """Consecutive runs of at most `max_items` files and (past the first file) `max_bytes` compressed bytes."""
+    chunks: List[List[Tensor]] = [[]]
+    n_bytes = 0
+    for d in datas:
+        if chunks[-1] and (len(chunks[-1]) >= max_items or n_bytes + d.numel() > max_bytes):
+            chunks.append([])
+            n_bytes = 0
+        chunks[-1].append(d)
+        n_bytes += d.numel()
+    return chunks if chunks[0] else []
+
+
+def _decode_jpegs(datas: List[Tensor], chunk: int = 2048, bar: Any = None, size: Optional[int] = None,
+                  chunk_bytes: int = 8 << 20) -> List[Optional[np.ndarray]]:
     """torchvision's libjpeg decoder over threads (it releases the GIL): CIFAR-10's 50,000 JPEGs take ~14 s on one
     core, so a 16-core machine would spend most of a short GPU run's start decoding. Order is kept; None = bad file.
-    `bar`: a tqdm bar advanced by each chunk decoded."""
+    Chunks hold at most `chunk` files and `chunk_bytes` of JPEG (~10x that decoded), each image resized to `size`
+    in its worker, so memory in flight is bounded by the workers, not the dataset. `bar`: advanced per chunk."""
     from concurrent.futures import ThreadPoolExecutor
-    chunks = [datas[i:i + chunk] for i in range(0, len(datas), chunk)]
+    chunks = _chunks(datas, chunk, chunk_bytes)
     workers = min(len(chunks), os.cpu_count() or 1, 32)
-    out: List[Optional[Tensor]] = []
+    out: List[Optional[np.ndarray]] = []
     with ThreadPoolExecutor(max(workers, 1)) as pool:
-        for part in (map if workers <= 1 else pool.map)(_decode_jpeg_chunk, chunks):
+        for part in (map if workers <= 1 else pool.map)(lambda c: _decode_jpeg_chunk(c, size), chunks):
             out.extend(part)
             if bar is not None:
                 bar.update(len(part))
@@ -159,8 +184,10 @@ def decode_images(
 
     JPEGs go through torchvision's batched libjpeg decoder; anything else (PNG, grayscale, RGBA,
     16-bit, CMYK) through Pillow, converted to RGB. Images not `size` x `size` are resized (shorter side)
-    and center-cropped; with size=None all images must share the first image's size.
-    `progress`: a description for a progress bar on stderr (None: silent).
+    and center-cropped as each is decoded, so memory follows `size`, not the originals (the encoded files are held
+    until the end). With size=None: S is the smallest shorter side among the images, and each is center-cropped
+    to S x S after being resized to it (no upscaling; images that all share one square size are kept as they are);
+    every image is held at full size until then. `progress`: a description for a progress bar on stderr.
     """
     from PIL import Image
     if on_error not in ('skip', 'raise'):
@@ -170,17 +197,19 @@ def decode_images(
     jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff']
     jpegs = set(jpeg_idx)
     if jpeg_idx:
-        datas = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg_idx]
-        for i, t in zip(jpeg_idx, _decode_jpegs(datas, bar=bar)):
-            if t is not None:
-                out[i] = t.permute(1, 2, 0).numpy()
+        with warnings.catch_warnings():  # read-only views of the files' bytes (no copy); the decoder only reads
+            warnings.filterwarnings('ignore', message='The given buffer is not writable')
+            datas = [torch.frombuffer(blobs[i], dtype=torch.uint8) for i in jpeg_idx]
+        for i, arr in zip(jpeg_idx, _decode_jpegs(datas, bar=bar, size=size)):
+            out[i] = arr
+        del datas
     bad: List[str] = []
     for i, b in enumerate(blobs):
         if out[i] is None:
             try:
                 with Image.open(io.BytesIO(b)) as img:
                     img.load()
-                    out[i] = _to_rgb_uint8(img)
+                    out[i] = _shrink(_to_rgb_uint8(img), size)
             except Exception as e:
                 if on_error == 'raise':
                     _close(bar)
@@ -192,10 +221,8 @@ def decode_images(
     keep = [i for i in range(len(blobs)) if out[i] is not None]
     if not keep:
         raise DataError(f'no readable image among {len(blobs)} files (first: {names[0] if names else "-"})')
-    if size is None:
-        size = out[keep[0]].shape[0]
-        if any(out[i].shape[:2] != out[keep[0]].shape[:2] for i in keep):
-            size = min(min(out[i].shape[:2]) for i in keep)
+    if size is None:  # the smallest shorter side: a square crop of every image without upscaling any
+        size = min(min(out[i].shape[:2]) for i in keep)
     arr = np.stack([_resize_center(out[i], size) for i in keep])  # (N, S, S, 3)
     if bad:
         warnings.warn(f'skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}')
@@ -327,8 +354,10 @@ class ImageDataset(torch.utils.data.Dataset):
     `source` is anything `load_dataset` reads (cifar10 | cifar100 | folder | tar archive; see the module
     docstring) or an already loaded `ImageTensors`. The split is decoded once into memory (uint8); each item
     is converted to a PIL image on access, so DataLoader workers share the decoded array. `size` resizes
-    (shorter side) and center-crops images that are not size x size while loading; None keeps them as they are
-    (then all images must share one size). Attributes as in torchvision: `classes`, `class_to_idx`, `targets`.
+    (shorter side) and center-crops images that are not size x size while loading; None keeps images that share
+    one square size as they are, and otherwise brings every image to the smallest shorter side among them (resize,
+    then center crop: one tensor holds them all). Attributes as in torchvision: `classes`, `class_to_idx`,
+    `targets`.
     """
 
     def __init__(self, source: Union[str, ImageTensors], split: str = 'train', transform=None,

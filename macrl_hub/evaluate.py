@@ -237,6 +237,12 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     if ck_path and ck_path.exists() and not resume:
         raise FileExistsError(f'{ck_path} holds a fine-tuning run: pass --resume to continue it, or choose another '
                               '--out (it is never overwritten)')
+    theirs = [f for f in ('model.safetensors', 'config.json', 'README.md', 'checkpoint.pth')
+              if ck_path and not ck_path.exists() and (Path(out) / f).exists()]
+    if theirs:  # a model folder or a training run: the fine-tuned classifier would replace their files
+        raise FileExistsError(f'--out {out} already holds {", ".join(theirs)} (a model folder or a training run); a '
+                              f'fine-tune writes finetune.pth, model.safetensors and config.json there: choose '
+                              f'another --out')
     size, mean, std = data_config(model)
     train, test = _load_splits(data, size, n_train, n_test, seed)
     _seed_everything(seed)  # the augmentations draw from python's and numpy's RNGs too

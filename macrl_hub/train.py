@@ -319,6 +319,9 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     if _any_rank(taken, device):  # never overwrite a user's run by starting a new one in its folder
         raise FileExistsError(f'--out {out} already holds {CKPT_NAME} from an earlier run; pass --resume auto to '
                               f'continue it, or choose another --out (delete the folder yourself to start over)')
+    if _any_rank(master and _is_model_folder(out), device):  # nor an exported model's config.json
+        raise FileExistsError(f'--out {out} holds a model folder (model.safetensors, a timm config.json); a run '
+                              f'would replace its config.json: choose another --out')
     if master:
         _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
 
@@ -329,6 +332,14 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
         data.images = data.images.to(device)
     n = len(data)
+    test_data, problem = None, ''
+    if master and (cfg.knn_every or cfg.final_knn):
+        try:
+            test_data = _test_split(cfg, model.img_size[0], data)
+        except ValueError as e:
+            problem = str(e)
+    if _any_rank(bool(problem), device):  # every rank stops, not rank 0 alone
+        raise ValueError(problem or 'rank 0 refused the run: see its error')
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f'--batch-size {cfg.batch_size} is larger than the dataset ({n} images)')
@@ -353,6 +364,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             cfg = dataclasses.replace(cfg, total_steps=fitted)
             total_steps, fit = fitted, False
         _check_resume_compatible(ck, cfg)
+        _check_same_data(ck, data, resume)
         _check_same_normalization(ck, cfg, model.encoder.pretrained_cfg, resume)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])
@@ -391,7 +403,6 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         print(f'  the log of the run that was in {out} is now {kept.name}', flush=True)
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
-    test_data = _test_split(cfg, model.img_size[0]) if master and (cfg.knn_every or cfg.final_knn) else None
     knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master else None
 
     knn_interval = max(1, round(cfg.knn_every * steps_per_epoch))  # optimizer steps between kNN monitors
@@ -517,7 +528,8 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             due = (time.time() - last_ckpt) / 60 >= cfg.ckpt_every_min or \
                 (epoch_end and cfg.ckpt_every_epochs and (step // steps_per_epoch) % cfg.ckpt_every_epochs == 0)
             if due and master:
-                _save(ckpt_path, model, opt, scaler, cfg, step, seen_time + time.time() - t_start, precision)
+                _save(ckpt_path, model, opt, scaler, cfg, step, seen_time + time.time() - t_start, precision,
+                      data_record(data))
                 last_ckpt = time.time()
     if pbar:
         pbar.close()
@@ -533,7 +545,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             f'with `macrl train --out {out} --resume auto --precision fp32`, or start a new --out with a lower --blr '
             f'or --clip-grad 1.0 (settings a resumed run may not change)')
     if master:
-        _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision)
+        _save(ckpt_path, model, opt, scaler, cfg, step, train_time, precision, data_record(data))
         summary = dict(event='end', reason=stop_reason, step=step, epochs=step / steps_per_epoch,
                        train_time=train_time, checkpoint=str(ckpt_path), first_step_s=first_step_s, **last)
         if stopper.signum is not None:
@@ -701,13 +713,46 @@ def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:
         raise ValueError(f'cannot resume: checkpoint has {key}={old!r}, this run asks for {new!r}')
 
 
-def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, train_time: float, precision: str):
+def data_record(data) -> Dict[str, Any]:
+    """What a run trained on, as far as its schedule and data order depend on it: the image count (after
+    --num-train) and the class names. Kept in the checkpoint; a resume with other data is refused."""
+    return {'n_images': len(data), 'classes': list(data.classes)}
+
+
+def _check_same_data(ck: Dict[str, Any], data, path: str) -> None:
+    had, now = ck.get('data'), data_record(data)
+    if had is None or had == now:  # (checkpoints before 2026-11-29 have no record)
+        return
+    what = []
+    if had['n_images'] != now['n_images']:
+        what.append(f'{had["n_images"]} images, now {now["n_images"]}')
+    if had['classes'] != now['classes']:
+        what.append(f'classes {had["classes"][:6]}, now {now["classes"][:6]}')
+    raise ValueError(f'--resume {path}: the run trained on other data than --data gives ({"; ".join(what)}). Steps '
+                     f'per epoch, the schedule and the order of the images follow the data, so the run would not '
+                     f'continue as it began: resume with the same data, or start a new run in another --out')
+
+
+def _is_model_folder(out: Path) -> bool:
+    """Whether `out` holds an exported model (model.safetensors, or a timm config.json naming an architecture),
+    which a run must not write into."""
+    path = out / 'config.json'
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    return (isinstance(record, dict) and 'architecture' in record) or (out / 'model.safetensors').is_file()
+
+
+def _save(path: Path, model: MACRL, opt, scaler, cfg: TrainConfig, step: int, train_time: float, precision: str,
+          data: Optional[Dict[str, Any]] = None):
     atomic_torch_save({
         'model': model.state_dict(), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
         'step': step, 'train_time': train_time, 'config': dataclasses.asdict(cfg), 'arch': cfg.model,
         'model_args': cfg.encoder_kwargs(),
         'macrl': model.config, 'precision': precision, 'torch': str(torch.__version__), 'hardware': hardware(),
         'normalization': {k: list(model.encoder.pretrained_cfg[k]) for k in NORMALIZATION},
+        **({'data': data} if data is not None else {}),
     }, path)
 
 
@@ -720,12 +765,24 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / 'tb'))
 
 
-def _test_split(cfg: TrainConfig, size: int):
-    """The dataset's test split, or None where it has none."""
+def _test_split(cfg: TrainConfig, size: int, train_data):
+    """The dataset's test split, or None where it has none. Labels are class indices, so a test split whose classes
+    differ from train's cannot score the kNN monitor (it did, silently wrong): --final-knn is refused before
+    training, the monitor falls back to held-out training images."""
     try:
-        return load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip', progress=cfg.progress)
+        test = load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip', progress=cfg.progress)
     except ValueError:
         return None
+    if test.classes != train_data.classes:
+        differ = (f'only in train {sorted(set(train_data.classes) - set(test.classes))[:6]}, only in test '
+                  f'{sorted(set(test.classes) - set(train_data.classes))[:6]}')
+        if cfg.final_knn:
+            raise ValueError(f'--final-knn: the train and test splits of {test.source} have different classes '
+                             f'({differ}); give both splits the same class folders, or drop --final-knn')
+        print(f'macrl train: the test split of {test.source} has other classes than train ({differ}); the kNN '
+              'monitor uses held-out training images instead', flush=True)
+        return None
+    return test
 
 
 def _knn_sets(cfg: TrainConfig, train_data, test_data):

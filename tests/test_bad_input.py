@@ -147,6 +147,29 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
             '--out', str(ft)]
     cases['fine-tune into a folder holding its checkpoint'] = Case(lambda: eval_main(tune), FileExistsError,
                                                                    r'--resume', _files(ft))
+    model_dir = tmp / 'model_folder'  # what `macrl export` / `macrl download` leave: a user's model
+    model_dir.mkdir()
+    (model_dir / 'model.safetensors').write_bytes(b'weights')
+    (model_dir / 'config.json').write_text('{"architecture": "vit_tiny_patch16_224"}\n')
+    cases['fine-tune --out into a model folder'] = Case(
+        lambda: eval_main(tune[:-1] + [str(model_dir)]), FileExistsError,
+        r'already holds model.safetensors, config.json \(a model folder or a training run\)', _files(model_dir))
+    cases['a new run into a model folder (macrl train --out)'] = Case(
+        lambda: train(_cfg(folder, model_dir, max_steps=1)), FileExistsError, r'holds a model folder',
+        _files(model_dir))
+
+    def fewer(drop_split: str) -> Path:  # the small folder with one class fewer in one split (or both)
+        other = tmp / f'fewer_{drop_split}'
+        shutil.copytree(folder, other)
+        for split in (('train', 'test') if drop_split == 'both' else (drop_split,)):
+            shutil.rmtree(other / split / 'truck')
+        return other
+    cases['--resume with other --data'] = Case(
+        lambda: train(_cfg(fewer('both'), ckpt.parent, resume='auto')), ValueError,
+        r'trained on other data than --data gives \(192 images, now \d+; classes', _files(ckpt.parent))
+    cases['--final-knn when test and train classes differ'] = Case(
+        lambda: train(_cfg(fewer('test'), tmp / 'fk', final_knn=True, max_steps=1)), ValueError,
+        r"--final-knn: the train and test splits .*only in train \['truck'\]", [])
     cases['fine-tune --resume with another --lr'] = Case(
         lambda: eval_main(tune + ['--resume', '--lr', '1e-2']), ValueError, r'lr \(checkpoint 0.0015, now 0.01\)',
         _files(ft))
@@ -194,7 +217,9 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
          'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
-         'a one-channel encoder to macrl train']
+         'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
+         'a new run into a model folder (macrl train --out)', '--resume with other --data',
+         '--final-knn when test and train classes differ']
 
 
 @pytest.fixture(scope='module')

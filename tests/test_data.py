@@ -126,9 +126,38 @@ def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():
     blobs[6] = b'\xff\xd8\xff\xe0 not a jpeg'
     datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     one = [_decode_jpeg_chunk([d])[0] for d in datas]
-    many = _decode_jpegs(datas, chunk=3)
-    assert len(many) == 11 and many[6] is None and one[6] is None
-    assert all(torch.equal(a, b) for i, (a, b) in enumerate(zip(one, many)) if i != 6)
+    for many in (_decode_jpegs(datas, chunk=3), _decode_jpegs(datas, chunk_bytes=1)):  # by count, by bytes
+        assert len(many) == 11 and many[6] is None and one[6] is None
+        assert all(np.array_equal(a, b) for i, (a, b) in enumerate(zip(one, many)) if i != 6)
+
+
+def test_images_are_brought_to_size_as_they_are_decoded():
+    """A 4000 x 3000 photo is ~36 MB decoded: a folder of them was held at full size until the end (1,000 photos:
+    ~36 GB). Now each is resized in the worker that decoded it, and a chunk holds at most `chunk_bytes` of JPEG."""
+    from macrl_hub.data import _chunks, _decode_jpeg_chunk, _resize_center
+    rng = np.random.default_rng(0)
+    arrs = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8) for _ in range(3)]
+    datas = [torch.frombuffer(bytearray(_jpeg(a)), dtype=torch.uint8) for a in arrs]
+    small = _decode_jpeg_chunk(datas, size=16)
+    full = _decode_jpeg_chunk(datas)
+    assert [a.shape for a in small] == [(16, 16, 3)] * 3 and full[0].shape == (48, 80, 3)
+    assert all(np.array_equal(s, _resize_center(f, 16)) for s, f in zip(small, full))
+    sizes = [d.numel() for d in datas]
+    assert [len(c) for c in _chunks(datas, 2048, sizes[0] + sizes[1])] == [2, 1]
+    assert [len(c) for c in _chunks(datas, 2, 1 << 30)] == [2, 1] and _chunks([], 2, 1) == []
+    png = _png(arrs[0])  # Pillow's path (PNG, CMYK, 16-bit) likewise
+    images, _ = decode_images([png] + [_jpeg(a) for a in arrs], list('abcd'), size=16)
+    assert images.shape == (4, 3, 16, 16)
+
+
+def test_size_none_takes_the_smallest_shorter_side_without_upscaling():
+    rng = np.random.default_rng(0)
+    portrait = [_png(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)) for _ in range(2)]
+    images, _ = decode_images(portrait, ['a', 'b'])
+    assert images.shape == (2, 3, 30, 30)  # was 40 x 40: the height taken for the side, the width upscaled
+    assert torch.equal(images[0], torch.from_numpy(np.asarray(Image.open(io.BytesIO(portrait[0])))[5:35]).permute(2, 0, 1))
+    mixed, _ = decode_images(portrait + [_png(rng.integers(0, 255, (24, 50, 3), dtype=np.uint8))], list('abc'))
+    assert mixed.shape == (3, 3, 24, 24)
 
 
 def test_progress_on_stderr_while_reading_and_decoding(tmp_path, capsys):

@@ -239,6 +239,24 @@ def test_online_knn_at_fractions_of_an_epoch_and_at_the_end(small_folder, tmp_pa
     assert [r['monitor_s'] for r in rows] == sorted(r['monitor_s'] for r in rows)
 
 
+def test_monitor_uses_held_out_training_images_when_test_classes_differ(small_folder, tmp_path, capsys,
+                                                                        monkeypatch):
+    """Labels are class indices: a test split with a class fewer shifted every later class by one, and the monitor
+    scored (silently) against the wrong labels. Now it says so and holds out training images instead."""
+    import shutil
+    from macrl_hub import train as train_mod
+    data = tmp_path / 'data'
+    shutil.copytree(small_folder, data)
+    shutil.rmtree(data / 'test' / 'truck')
+    sets = []
+    real = train_mod._knn_sets
+    monkeypatch.setattr(train_mod, '_knn_sets', lambda cfg, tr, te: sets.append(te) or real(cfg, tr, te))
+    train(_cfg(data, tmp_path / 'run', max_steps=3, knn_every=0.5, knn_train=48, knn_test=32))
+    assert 'has other classes than train (only in train [\'truck\'], only in test []); the kNN monitor uses ' \
+           'held-out training images instead' in capsys.readouterr().out
+    assert sets == [None]
+
+
 def test_monitor_time_adds_up_across_a_resume(small_folder, tmp_path):
     """`monitor_s` counts the whole run's monitor time, as `time` counts the whole run's: after a resume, `time -
     monitor_s` (the training minutes of paper_table's curves) keeps rising and never counts an earlier monitor."""
