@@ -230,7 +230,7 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
     from .transforms import finetune_transform
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = resolve_precision(precision, device)
-    settings = dict(init_sha256=_weights_sha256(model), data=str(data), epochs=epochs, batch_size=batch_size, lr=lr,
+    settings = dict(init_sha256=weights_sha256(model), data=str(data), epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, layer_decay=layer_decay, smoothing=smoothing,
                     warmup_epochs=warmup_epochs, n_train=n_train, n_test=n_test, seed=seed)
     ck_path = Path(out) / 'finetune.pth' if out else None
@@ -292,13 +292,14 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
             'train_loss_per_epoch': [round(v, 4) for v in epoch_loss], 'label_names': train.classes}
 
 
-def _weights_sha256(model: nn.Module) -> str:
-    """Fingerprint of the weights a fine-tune starts from (the head excluded: it is replaced)."""
+def weights_sha256(model: nn.Module, dtype: torch.dtype = torch.float32) -> str:
+    """Fingerprint of an encoder's weights (the head excluded: a fine-tune replaces it, a _lin tag adds it), as
+    fp32 values after a round trip through `dtype` (an fp16 export's weights are the fp32 ones so rounded)."""
     import hashlib
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         if not k.startswith('head.'):
-            h.update(k.encode() + v.detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(k.encode() + v.detach().to(dtype).float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -492,6 +493,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         parser.error('no dataset: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
     t0 = time.time()
     model = load_encoder(args.model, pretrained=not args.random_init)
+    weights = weights_sha256(model)  # the record names the weights it measured (export checks it)
     device = torch.device(args.device) if args.device else None
     if device:
         model.to(device)
@@ -515,7 +517,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         if args.out:
             save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])
     record = eval_record(args.protocol, args.model, data, res, t0,
-                         'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv), args.random_init, args.seed)
+                         'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv), args.random_init, args.seed,
+                         weights)
     print(json.dumps(record))
     if args.json_out:
         write_eval_record(record, args.json_out)
@@ -523,10 +526,12 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
 
 
 def eval_record(protocol: str, model: str, data: str, res: Dict[str, Any], t0: float, command: str,
-                random_init: bool = False, seed: int = 0) -> Dict[str, Any]:
-    """The JSON record of one evaluation, as `macrl export --eval-json` and the model cards read it."""
+                random_init: bool = False, seed: int = 0, weights: Optional[str] = None) -> Dict[str, Any]:
+    """The JSON record of one evaluation, as `macrl export --eval-json` and the model cards read it. `weights`:
+    `weights_sha256` of the encoder measured, so that export puts the numbers only on the card of those weights."""
     return {'eval': protocol, 'model': model, 'random_init': random_init, 'data': data, **res, 'seed': seed,
-            'wall_time_s': round(time.time() - t0, 1), 'command': command}
+            'wall_time_s': round(time.time() - t0, 1), 'command': command,
+            **({'weights_sha256': weights} if weights else {})}
 
 
 def write_eval_record(record: Dict[str, Any], path) -> None:

@@ -155,6 +155,24 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
                              'finetuned', dtype, label_names, license)
 
 
+def _check_evals_measured_this(evals: List[Dict[str, Any]], paths: List[str], model) -> None:
+    """ValueError for an eval record whose numbers are not this model's: one of an untrained encoder
+    (`--random-init`), or one whose weights fingerprint differs from this checkpoint's encoder (in fp32, or rounded
+    to fp16 as an --fp16 export stores it). Records without a fingerprint (before 2026-11-29) are taken as they are."""
+    from .evaluate import weights_sha256
+    ours: Optional[set] = None
+    for path, record in zip(paths, evals):
+        if record.get('random_init'):
+            raise ValueError(f'--eval-json {path} measured an untrained encoder (macrl eval --random-init): a '
+                             f'baseline, not this model\'s numbers; it does not go on its card')
+        if 'weights_sha256' in record:
+            ours = ours or {weights_sha256(model), weights_sha256(model, torch.float16)}
+            if record['weights_sha256'] not in ours:
+                raise ValueError(f'--eval-json {path} measured other weights ({record.get("model")}) than this '
+                                 f'checkpoint\'s encoder: its numbers would go on the wrong card. Evaluate this '
+                                 f'checkpoint (or its export) and pass that record')
+
+
 def _load_checkpoint(path: Path):
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or 'model' not in ck or 'arch' not in ck:
@@ -219,6 +237,7 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     set_data_config(model, **checkpoint_data_config(ck))  # the run's --mean/--std and input size go to config.json
     _check_declared(model, name)
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
+    _check_evals_measured_this(evals, eval_json or [], model)
     log = Path(checkpoint).parent / 'log.jsonl'
     from .train import read_log
     records = read_log(log) if log.is_file() else []

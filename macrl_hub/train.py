@@ -587,7 +587,9 @@ def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path,
     data = cfg.data or default_data()
     with eager():
         res = eval_knn(model.encoder, data, splits=(train_data, test_data), precision=precision, device=device)
-    record = eval_record('knn', str(out / CKPT_NAME), data, res, t0, 'macrl train --final-knn')
+    from .evaluate import weights_sha256
+    record = eval_record('knn', str(out / CKPT_NAME), data, res, t0, 'macrl train --final-knn',
+                         weights=weights_sha256(model.encoder))
     write_eval_record(record, out / 'knn.json')
     print(f'macrl train: final kNN on {res["n_test"]} test images, bank of {res["n_train"]}: ' +
           ', '.join(f'k={k[len("knn_top1_k"):]} {v:.2f}%' for k, v in res.items() if k.startswith('knn_top1_k')) +

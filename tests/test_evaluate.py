@@ -235,3 +235,30 @@ def test_fp16_finetune_scales_its_loss_and_keeps_the_scale_in_its_checkpoint(tra
                '--batch-size', '32', '--precision', 'fp16', '--n-train', '64', '--out', str(tmp_path / 'ft')])
     assert scaled and all(scaled)
     assert torch.load(tmp_path / 'ft' / 'finetune.pth', weights_only=True)['scaler']['scale'] > 0
+
+
+def test_export_puts_on_a_card_only_numbers_measured_on_its_weights(trained_ckpt, small_folder, tmp_path):
+    """An eval record names the weights it measured; `macrl export` refused nothing: a record of another run, or of
+    an untrained encoder (--random-init), went on the card (metadata and table) as this model's numbers."""
+    from macrl_hub.export import export
+    other = tmp_path / 'other'
+    train(_cfg(small_folder, other, max_steps=1, seed=5))
+    args = ['knn', '--data', str(small_folder), '--n-test', '32', '--k', '20']
+    runs = {'ours': ['--model', str(trained_ckpt)], 'fp16': ['--model', str(tmp_path / 'cards' / 'macrl_vit_tiny_p4_cifar.half')],
+            'other': ['--model', str(other / 'checkpoint.pth')],
+            'random': ['--model', str(trained_ckpt), '--random-init']}
+    export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.half', str(tmp_path / 'cards'), fp16=True)
+    for name, spec in runs.items():
+        eval_main(args + spec + ['--json-out', str(tmp_path / f'{name}.json')])
+    record = json.loads((tmp_path / 'ours.json').read_text())
+    assert len(record['weights_sha256']) == 64
+    # this checkpoint's numbers, measured on it or on its fp16 export, go on its card (fp32 or fp16)
+    for fp16 in (False, True):
+        folder = export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / f'ok{fp16}'),
+                        [str(tmp_path / 'ours.json'), str(tmp_path / 'fp16.json')], fp16=fp16)
+        assert f"{record['knn_top1_k20']:.2f}" in (folder / 'README.md').read_text()
+    with pytest.raises(ValueError, match=r'other.json measured other weights .* than this checkpoint'):
+        export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'), [str(tmp_path / 'other.json')])
+    with pytest.raises(ValueError, match=r'random.json measured an untrained encoder'):
+        export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'), [str(tmp_path / 'random.json')])
+    assert not (tmp_path / 'bad').exists()
