@@ -30,7 +30,15 @@ __all__ = ['ImageTensors', 'ImageDataset', 'load_dataset', 'decode_images', 'def
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
 TORCHVISION_SETS = ('cifar10', 'cifar100')
-SPLIT_ALIASES = {'train': ('train',), 'test': ('test', 'val'), 'val': ('val', 'test')}
+SPLIT_ALIASES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid'),
+                 'val': ('val', 'validation', 'valid', 'test')}
+SPLIT_NAMES = tuple(sorted({a for aliases in SPLIT_ALIASES.values() for a in aliases}))
+
+
+def _hidden(name: str) -> bool:
+    """Names skipped at every level, as torchvision's ImageFolder does: dot files and folders (.DS_Store, macOS's
+    ._x.jpg, .ipynb_checkpoints/, .git/)."""
+    return name.startswith('.') and name not in ('.', '..')
 
 
 class DataError(ValueError):
@@ -230,9 +238,10 @@ def decode_images(
 
 
 def _split_and_class(parts: Tuple[str, ...], split_names: Tuple[str, ...]) -> Optional[Tuple[str, str]]:
-    """('root', 'train', 'cat', 'x.jpg') -> ('train', 'cat') when 'train' is in split_names."""
+    """('root', 'train', 'cat', 'x.jpg') -> ('train', 'cat') when 'train' is in split_names; images in folders
+    below a class folder belong to it (('train', 'cat', 'more', 'x.jpg') too), as in torchvision's ImageFolder."""
     for j in range(len(parts) - 2):
-        if parts[j] in split_names and len(parts) - j == 3:
+        if parts[j] in split_names:
             return parts[j], parts[j + 1]
     return None
 
@@ -256,16 +265,17 @@ def _iter_archive(path: Path) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
     try:
         with tarfile.open(path, 'r|*') as tar:  # streaming: no seeking, no unpacking to disk
             for m in tar:
-                if m.isfile() and m.name.lower().endswith(IMG_EXTENSIONS):
+                parts = tuple(Path(m.name).parts)
+                if m.isfile() and m.name.lower().endswith(IMG_EXTENSIONS) and not any(map(_hidden, parts)):
                     f = tar.extractfile(m)
-                    yield tuple(Path(m.name).parts), f.read()
+                    yield parts, f.read()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DataError(f'cannot read archive {path} (truncated or corrupt?): {type(e).__name__}: {e}') from None
 
 
 def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
     aliases = SPLIT_ALIASES.get(split, (split,))
-    present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in ('train', 'val', 'test'))
+    present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SPLIT_NAMES)
     base = next((root / a for a in aliases if (root / a).is_dir()), None)
     if base is None and present:
         raise DataError(f'split {split!r} not found in {root}: expected <{"|".join(aliases)}>/<class>/<image> '
@@ -276,13 +286,21 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
     prefix = ('.', aliases[0]) if base is None else ('.', base.name)
     base = base or root  # a bare <folder>/<class>/* tree is the train split
     n = 0
-    class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
+    class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not _hidden(p.name))
     for cls_dir in class_dirs:
-        for f in sorted(cls_dir.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS:
-                n += 1
-                yield prefix + (cls_dir.name, f.name), f.read_bytes()
+        for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):  # sub-folders belong to the class
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            rel = Path(dirpath).relative_to(cls_dir).parts
+            for name in sorted(filenames):
+                if name.lower().endswith(IMG_EXTENSIONS) and not _hidden(name):
+                    n += 1
+                    yield prefix + (cls_dir.name,) + rel + (name,), (Path(dirpath) / name).read_bytes()
     if n == 0:
+        loose = sum(1 for p in base.iterdir() if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
+        if loose:  # a flat folder of images: the natural input of self-supervised pretraining, but unlabelled
+            raise DataError(f'{base} holds {loose} images but no class folders: images must be in '
+                            f'<folder>/[train/]<class>/<image>. Unlabelled images can all go in one folder, e.g. '
+                            f'{base}/images/ (pretraining needs no labels; the kNN monitor is then skipped)')
         raise DataError(f'split {split!r} of {root} has no images ({base} holds class folders '
                         f'{[p.name for p in class_dirs]}; images must end in {", ".join(IMG_EXTENSIONS)})')
 

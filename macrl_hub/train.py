@@ -403,7 +403,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         print(f'  the log of the run that was in {out} is now {kept.name}', flush=True)
     log_f = open(out / 'log.jsonl', 'a') if master else None
     tb = _tensorboard(out) if master and cfg.tensorboard else None
-    knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master else None
+    knn_sets = _knn_sets(cfg, data, test_data) if cfg.knn_every and master and len(data.classes) > 1 else None
+    if cfg.knn_every and master and knn_sets is None:  # unlabelled images in one folder: any kNN scores 100%
+        print(f'macrl train: --knn-every: {data.source} has one class ({data.classes[0]}); the kNN monitor needs '
+              'labels (2 classes or more) and is skipped', flush=True)
 
     knn_interval = max(1, round(cfg.knn_every * steps_per_epoch))  # optimizer steps between kNN monitors
     # time spent in kNN monitors since the run began (`time` and train_time include it): a resumed run continues

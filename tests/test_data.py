@@ -212,3 +212,39 @@ def test_jpegs_decode_to_rgb_as_pil_does(tmp_path):
         assert (img.int() - ref).abs().max() <= 2, d.classes[int(label)]
     mean = {d.classes[int(l)]: img.float().mean(dim=(1, 2)) for img, l in zip(d.images, d.labels)}
     assert mean['red'].argmax() == 0 and mean['green'].argmax() == 1 and mean['blue'].argmax() == 2
+
+
+def test_hidden_entries_skipped_nested_folders_read_and_other_split_names(tmp_path):
+    """As torchvision's ImageFolder: dot files and folders are not data (.ipynb_checkpoints/ became a class, macOS's
+    ._x.jpg a "corrupt" image) and images below a class folder belong to it (they were silently ignored); split
+    folders may be named training/validation too."""
+    rng = np.random.default_rng(0)
+
+    def img():
+        return _jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    root = tmp_path / 'ds'
+    for split in ('training', 'validation'):
+        for c in ('cat', 'dog'):
+            (root / split / c / 'more' / 'deeper').mkdir(parents=True)
+            (root / split / c / '0.jpg').write_bytes(img())
+            (root / split / c / 'more' / 'deeper' / '1.jpg').write_bytes(img())
+            (root / split / c / '._0.jpg').write_bytes(b'\x00\x05\x16\x07 AppleDouble')
+            (root / split / c / '.hidden').mkdir()
+            (root / split / c / '.hidden' / '2.jpg').write_bytes(img())
+        (root / split / '.ipynb_checkpoints').mkdir()
+        (root / split / '.ipynb_checkpoints' / 'x.jpg').write_bytes(img())
+    arc = tmp_path / 'ds.tar.gz'
+    with tarfile.open(arc, 'w:gz') as tar:
+        tar.add(root, arcname='mine')
+    for spec in (root, arc):
+        for split in ('train', 'test'):
+            d = load_dataset(str(spec), split, size=32, progress=False)
+            assert d.classes == ['cat', 'dog'] and len(d) == 4 and d.skipped == 0, (spec, split)
+
+
+def test_a_flat_folder_of_images_is_told_where_images_go(tmp_path):
+    (tmp_path / 'flat').mkdir()
+    for i in range(3):
+        (tmp_path / 'flat' / f'{i}.png').write_bytes(_png(np.full((8, 8, 3), i, np.uint8)))
+    with pytest.raises(DataError, match=r'holds 3 images but no class folders: .*one folder, e\.g\. .*/flat/images/'):
+        load_dataset(str(tmp_path / 'flat'), 'train')

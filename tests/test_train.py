@@ -257,6 +257,17 @@ def test_monitor_uses_held_out_training_images_when_test_classes_differ(small_fo
     assert sets == [None]
 
 
+def test_unlabelled_images_in_one_folder_train_without_a_monitor(small_folder, tmp_path, capsys):
+    """One class: any kNN scores 100% (it was logged, and put on cards, as 100.0)."""
+    import shutil
+    for f in list((small_folder / 'train').rglob('*.png'))[:64]:
+        (tmp_path / 'data' / 'train' / 'images').mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, tmp_path / 'data' / 'train' / 'images' / f'{f.parent.name}_{f.name}')
+    res = train(_cfg(tmp_path / 'data', tmp_path / 'run', max_steps=2, knn_every=0.5, knn_train=48, knn_test=32))
+    assert 'has one class (images); the kNN monitor needs labels' in capsys.readouterr().out
+    assert not [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
+
+
 def test_monitor_time_adds_up_across_a_resume(small_folder, tmp_path):
     """`monitor_s` counts the whole run's monitor time, as `time` counts the whole run's: after a resume, `time -
     monitor_s` (the training minutes of paper_table's curves) keeps rising and never counts an earlier monitor."""
