@@ -81,6 +81,15 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
     return public_out_arg(public_data_arg(' \\\n    '.join(parts)))
 
 
+def public_paths(command: str) -> str:
+    """A command as a card shows it: --data as `path/to/<name>`, --out as `runs/<name>`, and an absolute path given
+    to --model / --json-out / --save-head as its last two parts (`/home/me/scratch/run1/checkpoint.pth` ->
+    `run1/checkpoint.pth`): the writer's machine's folders are nothing a reader has."""
+    command = re.sub(r'(--(?:model|json-out|save-head)[ =])/\S*?((?:[^/\s]+/)?[^/\s]+)(?=\s|$)',
+                     lambda m: m.group(1) + m.group(2), command)
+    return public_out_arg(public_data_arg(command))
+
+
 def public_out_arg(command: str) -> str:
     """`--out /home/me/scratch/run1` -> `--out runs/run1`: an absolute run folder is the writer's machine's, not
     something a card's reader has."""
@@ -174,10 +183,14 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     from .plot import training_series
     knn = training_series(log)[1]  # {'k=20': [(epoch, top-1), ...], 'k=200': ...}, k ascending
     knn_k, knn_pts = list(knn.items())[-1] if knn else ('', [])
+    sizes = next((r for r in log if 'knn_bank' in r), None)  # what the monitor used (runs before 2026-11-29: the
+    held = ('held-out images (the test split when the data has one)' if sizes is None else  # flags, upper bounds)
+            f'held-out {"test-split" if sizes["knn_held_from"] == "test" else "train-split"} images')
     knn_line = [] if not knn else [
-        f'- Online kNN top-1 while training ({knn_k[2:]} neighbours, {tcfg.get("knn_train")} train-split images as '
-        f'the bank, {tcfg.get("knn_test")} held-out images (the test split when the data has one); a monitor of the '
-        'online encoder, not the results above): ' + ', '.join(f'epoch {e:.3g}: {v:.1f}%' for e, v in knn_pts) + '.']
+        f'- Online kNN top-1 while training ({knn_k[2:]} neighbours, '
+        f'{sizes["knn_bank"] if sizes else tcfg.get("knn_train")} train-split images as the bank, '
+        f'{sizes["knn_held"] if sizes else tcfg.get("knn_test")} {held}; a monitor of the online encoder, not the '
+        'results above): ' + ', '.join(f'epoch {e:.3g}: {v:.1f}%' for e, v in knn_pts) + '.']
     a = config['model_args']
     declared = declared_cfg(name) is not None  # one of macrl_hub's own tags, not a user's export
     resume_cmd = public_out_arg(f'macrl train --out {tcfg.get("out")}')
@@ -210,7 +223,7 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
                     used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
                     capped = (ev.get('knn_k_capped') or {}).get(key[len('knn_top1_k'):])
                     used += ' images' + (f' (k capped at {capped}, the whole bank)' if capped else '')
-                    lines.append(f'| {metric_name(key, ev)} | {ev[key]:.2f}% | {used} | `{public_data_arg(ev.get("command", ""))}` |')
+                    lines.append(f'| {metric_name(key, ev)} | {ev[key]:.2f}% | {used} | `{public_paths(ev.get("command", ""))}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

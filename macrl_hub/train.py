@@ -519,7 +519,9 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                     acc = _online_knn(model, knn_sets, device, precision)
                 monitor_s += time.time() - t_mon
                 rec = dict(step=step, epoch=step / steps_per_epoch, time=seen_time + time.time() - t_start,
-                           monitor_s=monitor_s, **{f'knn_top1_k{k}': v for k, v in acc.items()})
+                           monitor_s=monitor_s, knn_bank=len(knn_sets[0]), knn_held=len(knn_sets[1]),
+                           knn_held_from='test' if test_data is not None else 'train',
+                           **{f'knn_top1_k{k}': v for k, v in acc.items()})
                 log_f.write(json.dumps(rec) + '\n')
                 log_f.flush()
                 print(f'\n  epoch {step / steps_per_epoch:g}: kNN {acc}', flush=True)

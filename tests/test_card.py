@@ -65,6 +65,22 @@ def test_card_of_a_run_finished_over_several_invocations(tmp_path):
     assert 'epoch 1: 32.2%, epoch 2: 34.7%.' in card
 
 
+def test_card_states_the_monitor_sets_it_used_and_no_local_paths(tmp_path):
+    """A run on 246 images has a monitor of 123 + 123, not the flags' 5000 + 2000; eval commands with absolute
+    paths (--model, --json-out, --save-head) showed the writer's folders."""
+    log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
+           {'step': 12, 'epoch': 1.0, 'knn_bank': 123, 'knn_held': 123, 'knn_held_from': 'train',
+            'knn_top1_k20': 31.5, 'knn_top1_k200': 32.2},
+           {'event': 'end', 'reason': 'done', 'step': 12, 'epochs': 1.0}]
+    ev = {'eval': 'knn', 'knn_top1_k20': 40.0, 'n_train': 50, 'n_test': 20, 'wall_time_s': 1.0,
+          'command': 'macrl eval knn --model /home/me/scratch/run1/checkpoint.pth --data /home/me/d/mine.tgz '
+                     '--json-out /home/me/scratch/run1/knn.json --save-head /home/me/h.safetensors'}
+    card = _card(tmp_path, log, 12, extra_evals=[ev])
+    assert '(200 neighbours, 123 train-split images as the bank, 123 held-out train-split images;' in card
+    assert ('`macrl eval knn --model run1/checkpoint.pth --data path/to/mine.tgz --json-out run1/knn.json '
+            '--save-head me/h.safetensors`') in card and '/home/me' not in card
+
+
 def test_card_with_a_fine_tune_says_how_many_epochs(tmp_path):
     log = [{'step': 10, 'epoch': 0.1, 'lr': 1e-4, 'img_per_s': 40.0, 'loss': 2.0},
            {'event': 'end', 'reason': 'done', 'step': 6240, 'epochs': 16.0}]

@@ -236,6 +236,7 @@ def test_online_knn_at_fractions_of_an_epoch_and_at_the_end(small_folder, tmp_pa
     rows = [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
     assert [r['step'] for r in rows] == want
     assert all(0 <= r['monitor_s'] <= r['time'] for r in rows)
+    assert all((r['knn_bank'], r['knn_held'], r['knn_held_from']) == (48, 32, 'test') for r in rows)  # on the card
     assert [r['monitor_s'] for r in rows] == sorted(r['monitor_s'] for r in rows)
 
 
