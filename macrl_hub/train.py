@@ -43,7 +43,7 @@ from .config import TrainConfig, add_dataclass_args, check_flags, config_from_ar
 from .data import default_data, load_dataset
 from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
-from .models import NORMALIZATION
+from .models import CIFAR10_MEAN, NORMALIZATION
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
@@ -390,6 +390,12 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
               f'world={ws} threads={torch.get_num_threads()} compile={"on" if compiled else "off"}'
               + (' (auto)' if cfg.compile is None else '')
               + (f' momentum-branch={str(model.momentum_dtype).replace("torch.", "")}' if model.momentum_dtype else ''))
+        mean, std = (tuple(round(v, 4) for v in enc_cfg[k]) for k in ('mean', 'std'))
+        print(f'  input {model.img_size[0]}x{model.img_size[1]} (images of other sizes: shorter side resized, centre '
+              f'crop), normalised with mean {mean} std {std}' + (
+                  " (CIFAR-10's, the architecture's: for other images give --mean/--std, your data's)"
+                  if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN)
+                  and 'cifar' not in str(data.source).lower() else ''))
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
@@ -538,6 +544,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                 last_ckpt = time.time()
     if pbar:
         pbar.close()
+    if fit and master and step < total_steps:  # stopped before the steps it times: nothing was fitted
+        print(f'macrl train: --fit-budget: this invocation stopped at step {step}, before the {FIT_SKIP} + '
+              f'{FIT_STEPS} steps it times; the schedule stays at {total_steps} steps (its learning rate far from '
+              f'its end): give a longer --time-budget, or --epochs that fit it', flush=True)
     if stop_reason == 'done' and step < total_steps:
         stop_reason = 'max_steps'  # --max-steps ended this invocation before the schedule did
     train_time = seen_time + time.time() - t_start

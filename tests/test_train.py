@@ -198,6 +198,14 @@ def test_fit_budget_sizes_the_schedule_once_and_resume_keeps_it(small_folder, tm
     assert ck['config']['total_steps'] == total and ck['step'] == FIT_SKIP + FIT_STEPS + 4
 
 
+def test_fit_budget_says_so_when_the_run_stops_before_it_could_fit(small_folder, tmp_path, capsys):
+    """It used to end silently inside its warmup, on the unfitted 1000-epoch schedule."""
+    from macrl_hub.train import FIT_SKIP, FIT_STEPS
+    train(_cfg(small_folder, tmp_path / 'run', epochs=1000, fit_budget=True, time_budget='1h', max_steps=2))
+    assert (f'--fit-budget: this invocation stopped at step 2, before the {FIT_SKIP} + {FIT_STEPS} steps it times; '
+            'the schedule stays at 6000 steps') in capsys.readouterr().out
+
+
 def test_final_knn_is_macrl_eval_knn_of_the_checkpoint(small_folder, tmp_path):
     from macrl_hub.evaluate import eval_knn, load_encoder
     out = tmp_path / 'run'
@@ -265,7 +273,12 @@ def test_unlabelled_images_in_one_folder_train_without_a_monitor(small_folder, t
         (tmp_path / 'data' / 'train' / 'images').mkdir(parents=True, exist_ok=True)
         shutil.copy(f, tmp_path / 'data' / 'train' / 'images' / f'{f.parent.name}_{f.name}')
     res = train(_cfg(tmp_path / 'data', tmp_path / 'run', max_steps=2, knn_every=0.5, knn_train=48, knn_test=32))
-    assert 'has one class (images); the kNN monitor needs labels' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'has one class (images); the kNN monitor needs labels' in out
+    # the start says how images are fed, and that CIFAR-10's statistics are the architecture's, not this data's
+    assert ("input 32x32 (images of other sizes: shorter side resized, centre crop), normalised with mean (0.4914, "
+            "0.4822, 0.4465) std (0.247, 0.2435, 0.2616) (CIFAR-10's, the architecture's: for other images give "
+            "--mean/--std") in out
     assert not [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
 
 
