@@ -76,10 +76,9 @@ def default_data() -> Optional[str]:
 def _to_rgb_uint8(img) -> np.ndarray:
     """PIL image in any mode (L, LA, P, RGBA, I;16, CMYK, ...) -> (H, W, 3) uint8."""
     from PIL import Image
-    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-        arr = np.asarray(img, dtype=np.float32)
-        scale = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16-bit (a 16-bit PNG opens as I;16 or I): its full range,
+        arr = np.asarray(img, dtype=np.float32)  # the same for every image (a dark one was scaled by 255 before)
+        img = Image.fromarray(np.clip(arr / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if img.mode != 'RGB':
         if img.mode in ('RGBA', 'LA') or (img.mode == 'P' and 'transparency' in img.info):
             img = img.convert('RGBA')

@@ -72,6 +72,11 @@ def test_odd_image_modes_become_rgb():
     assert torch.all(imgs[0] == 128)
     assert torch.all(imgs[1, 0] == 255) and torch.all(imgs[1, 1] == 0)
     assert torch.all(imgs[2] == 255)
+    # one scale for every 16-bit image, its full range: a dark one stays dark (it was scaled by 255, so a 16-bit
+    # value of 200 became 200 of 255 in one image and 1 of 255 in another)
+    dark, mid = np.full((8, 8), 200, np.uint16), np.full((8, 8), 32896, np.uint16)
+    imgs, _ = decode_images([_png(dark), _png(mid)], ['dark', 'mid'], size=8)
+    assert torch.all(imgs[0] == 1) and torch.all(imgs[1] == 128)
 
 
 def test_transparent_pixels_are_composited_on_white():
