@@ -234,7 +234,7 @@ def _denorm(x: Tensor, mean, std) -> Tensor:
 
 
 def main(argv: Optional[list] = None) -> Path:
-    from .data import default_data, load_dataset
+    from .data import DataError, default_data, load_dataset
     from .evaluate import load_encoder
     from .features import data_config
     from .transforms import eval_batch
@@ -265,7 +265,12 @@ def main(argv: Optional[list] = None) -> Path:
         data = a.data or default_data()
         if data is None:
             p.error('give --images or --data (or set MACRL_DATA)')
-        images = load_dataset(data, a.split, size=size).subset(a.n, seed=a.seed).images
+        try:
+            images = load_dataset(data, a.split, size=size).subset(a.n, seed=a.seed).images
+        except DataError as e:  # maps need no held-out images: any split will do
+            if f'split {a.split!r} not found' not in str(e):
+                raise
+            raise DataError(f'{e}. `macrl viz` draws any images: --split train uses the training ones') from None
     if a.what == 'reconstruct':
         from PIL import Image
         _, mean, std = data_config(macrl.encoder)
@@ -279,8 +284,8 @@ def main(argv: Optional[list] = None) -> Path:
         return out_path
     panels: Dict[str, Tensor] = {}
     for name, (_, model) in zip(short_names([s for s, _ in models]), models):
-        _, mean, std = data_config(model)
-        x = eval_batch(images, size, mean, std)
+        own, mean, std = data_config(model)
+        x = eval_batch(images, own, mean, std)  # each model at its own input size (the maps are drawn at one)
         methods = a.method or (['last', 'rollout'] + (['chefer'] if model.num_classes else []))
         for m in methods:
             panels[m if len(models) == 1 else f'{name}:{m}'] = attention_maps(model, x, m)

@@ -143,3 +143,40 @@ def test_reconstruct_from_an_exported_folders_full_state(tmp_path):
         got, want = load_macrl(str(spec)).state_dict(), model.state_dict()
         assert got.keys() == want.keys()
         assert all(torch.allclose(v.float(), want[k].float(), atol=2e-3) for k, v in got.items())  # fp16 copy
+
+
+def test_compared_models_of_different_input_sizes_each_see_their_own(tmp_path, capsys):
+    """A 32-px and a 48-px model side by side: each gets the images at its own input size (the second failed with
+    'resize with timm.data.resolve_data_config', though viz holds the images and knows each model's size)."""
+    import timm
+    from PIL import Image
+    from macrl_hub.export import write_model_files
+    from macrl_hub.viz import main
+    folders = []
+    for arch, args in (('macrl_vit_tiny_p4_cifar', {'depth': 1}), ('macrl_vit_tiny_p4_cifar', {'depth': 1,
+                                                                                              'img_size': 48})):
+        folders.append(tmp_path / f'{args.get("img_size", 32)}' / f'{arch}.cifar10')
+        write_model_files(timm.create_model(arch, **args), folders[-1], arch, args, 'cifar10')
+    Image.fromarray((torch.rand(40, 40, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / 'a.png')
+    main(['attention', '--model', str(folders[0]), '--compare', str(folders[1]), '--images', str(tmp_path / 'a.png'),
+          '--method', 'last', '--out', str(tmp_path / 'cmp.png')])
+    assert '(1 images x 2 maps)' in capsys.readouterr().out
+
+
+def test_viz_on_a_train_only_folder_points_at_split_train(tmp_path):
+    import timm
+    from PIL import Image
+    from macrl_hub.data import DataError
+    from macrl_hub.export import write_model_files
+    from macrl_hub.viz import main
+    folder = tmp_path / 'm'
+    write_model_files(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), folder, 'macrl_vit_tiny_p4_cifar',
+                      {'depth': 1}, 'cifar10')
+    (tmp_path / 'data' / 'cat').mkdir(parents=True)
+    Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / 'data' / 'cat' / '0.png')
+    args = ['attention', '--model', str(folder), '--data', str(tmp_path / 'data'), '--n', '1', '--method', 'last',
+            '--out', str(tmp_path / 'a.png')]
+    with pytest.raises(DataError, match='--split train uses the training ones'):
+        main(args)
+    main(args + ['--split', 'train'])
+    assert (tmp_path / 'a.png').is_file()
