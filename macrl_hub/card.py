@@ -83,10 +83,13 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
 
 def public_paths(command: str) -> str:
     """A command as a card shows it: --data as `path/to/<name>`, --out as `runs/<name>`, and an absolute path given
-    to --model / --json-out / --save-head as its last two parts (`/home/me/scratch/run1/checkpoint.pth` ->
-    `run1/checkpoint.pth`): the writer's machine's folders are nothing a reader has."""
-    command = re.sub(r'(--(?:model|json-out|save-head)[ =])/\S*?((?:[^/\s]+/)?[^/\s]+)(?=\s|$)',
-                     lambda m: m.group(1) + m.group(2), command)
+    to --model / --json-out / --save-head as its run folder and file (`/home/me/scratch/run1/checkpoint.pth` ->
+    `run1/checkpoint.pth`), or the file alone two levels below the root (`/home/me/h.safetensors` -> `h.safetensors`,
+    not the user's name): the writer's machine's folders are nothing a reader has."""
+    def short(m: 're.Match') -> str:
+        parts = Path(m.group(2)).parts  # ('/', 'home', 'me', 'scratch', 'run1', 'checkpoint.pth')
+        return m.group(1) + '/'.join(parts[-2:] if len(parts) >= 5 else parts[-1:])
+    command = re.sub(r'(--(?:model|json-out|save-head)[ =])(/\S+)', short, command)
     return public_out_arg(public_data_arg(command))
 
 

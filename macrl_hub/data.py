@@ -73,11 +73,14 @@ def default_data() -> Optional[str]:
     return os.environ.get('MACRL_DATA') or None
 
 
-def _to_rgb_uint8(img) -> np.ndarray:
-    """PIL image in any mode (L, LA, P, RGBA, I;16, CMYK, ...) -> (H, W, 3) uint8."""
+def _to_rgb_uint8(img, dim16: Optional[List[bool]] = None) -> np.ndarray:
+    """PIL image in any mode (L, LA, P, RGBA, I;16, CMYK, ...) -> (H, W, 3) uint8. `dim16` gets a True for a 16-bit
+    image whose values all fit in 8 bits (8-bit data saved as 16-bit: it decodes near-black)."""
     from PIL import Image
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16-bit (a 16-bit PNG opens as I;16 or I): its full range,
         arr = np.asarray(img, dtype=np.float32)  # the same for every image (a dark one was scaled by 255 before)
+        if dim16 is not None:
+            dim16.append(bool(arr.max() <= 255))
         img = Image.fromarray(np.clip(arr / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if img.mode != 'RGB':
         if img.mode in ('RGBA', 'LA') or (img.mode == 'P' and 'transparency' in img.info):
@@ -211,12 +214,13 @@ def decode_images(
             out[i] = arr
         del datas
     bad: List[str] = []
+    dim16: List[bool] = []
     for i, b in enumerate(blobs):
         if out[i] is None:
             try:
                 with Image.open(io.BytesIO(b)) as img:
                     img.load()
-                    out[i] = _shrink(_to_rgb_uint8(img), size)
+                    out[i] = _shrink(_to_rgb_uint8(img, dim16), size)
             except Exception as e:
                 if on_error == 'raise':
                     _close(bar)
@@ -233,16 +237,23 @@ def decode_images(
     arr = np.stack([_resize_center(out[i], size) for i in keep])  # (N, S, S, 3)
     if bad:
         warnings.warn(f'skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}')
+    if any(dim16):
+        warnings.warn(f'{sum(dim16)} of {len(dim16)} 16-bit images hold values up to 255 only: 16-bit images are '
+                      f'scaled by their full range (65535 -> 255), so these decode near-black. 8-bit data saved as '
+                      f'16-bit should be saved as 8-bit')
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), keep
 
 
 def _split_and_class(parts: Tuple[str, ...], split_names: Tuple[str, ...]) -> Optional[Tuple[str, str]]:
     """('root', 'train', 'cat', 'x.jpg') -> ('train', 'cat') when 'train' is in split_names; images in folders
-    below a class folder belong to it (('train', 'cat', 'more', 'x.jpg') too), as in torchvision's ImageFolder."""
-    for j in range(len(parts) - 2):
-        if parts[j] in split_names:
-            return parts[j], parts[j + 1]
-    return None
+    below a class folder belong to it (('train', 'cat', 'more', 'x.jpg') too), as in torchvision's ImageFolder.
+    The split folder is the deepest split-named folder above the class (`train/train/cat/x.jpg`: class cat; an
+    archive's top folder named `test/` holding `train/`: no test split). Dot-named entries from the split folder
+    down are skipped (above it they are the archive's own folders, e.g. `.data/`)."""
+    j = max((i for i in range(len(parts) - 2) if parts[i] in SPLIT_NAMES), default=None)
+    if j is None or parts[j] not in split_names or any(map(_hidden, parts[j:])):
+        return None
+    return parts[j], parts[j + 1]
 
 
 def _collect(items: Iterable[Tuple[Tuple[str, ...], bytes]], split: str, source: str):
@@ -264,18 +275,20 @@ def _iter_archive(path: Path) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
     try:
         with tarfile.open(path, 'r|*') as tar:  # streaming: no seeking, no unpacking to disk
             for m in tar:
-                parts = tuple(Path(m.name).parts)
-                if m.isfile() and m.name.lower().endswith(IMG_EXTENSIONS) and not any(map(_hidden, parts)):
+                if m.isfile() and m.name.lower().endswith(IMG_EXTENSIONS):
                     f = tar.extractfile(m)
-                    yield parts, f.read()
+                    yield tuple(Path(m.name).parts), f.read()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DataError(f'cannot read archive {path} (truncated or corrupt?): {type(e).__name__}: {e}') from None
 
 
 def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
     aliases = SPLIT_ALIASES.get(split, (split,))
-    present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SPLIT_NAMES)
-    base = next((root / a for a in aliases if (root / a).is_dir()), None)
+    dirs = [p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name)]
+    present = sorted(d for d in dirs if d in SPLIT_NAMES)
+    if present and not set(present) & set(SPLIT_ALIASES['train']) and len(present) < len(dirs):
+        present = []  # classes that happen to be called e.g. 'valid' beside 'invalid': a bare class tree
+    base = next((root / a for a in aliases if a in present), None)
     if base is None and present:
         raise DataError(f'split {split!r} not found in {root}: expected <{"|".join(aliases)}>/<class>/<image> '
                         f'(splits present: {present})')
@@ -287,8 +300,14 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
     n = 0
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not _hidden(p.name))
     for cls_dir in class_dirs:
+        if cls_dir.name in SPLIT_NAMES and cls_dir.name != 'valid':  # train/train/<class>/: one class 'train'
+            raise DataError(f'{cls_dir} is a split folder inside {base}: pass --data {base}')
         for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):  # sub-folders belong to the class
             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            splits = sorted(set(dirnames) & set(SPLIT_NAMES) - {'valid'})
+            if splits:  # --data one level too high: a whole dataset would become one class, held-out images too
+                raise DataError(f'{dirpath} holds split folders {splits}: it is a dataset, not a class of '
+                                f'{base}; pass --data {dirpath}')
             rel = Path(dirpath).relative_to(cls_dir).parts
             for name in sorted(filenames):
                 if name.lower().endswith(IMG_EXTENSIONS) and not _hidden(name):
@@ -296,10 +315,13 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
                     yield prefix + (cls_dir.name,) + rel + (name,), (Path(dirpath) / name).read_bytes()
     if n == 0:
         loose = sum(1 for p in base.iterdir() if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
-        if loose:  # a flat folder of images: the natural input of self-supervised pretraining, but unlabelled
+        if loose and split == 'train':  # a flat folder: the natural input of pretraining, but unlabelled
             raise DataError(f'{base} holds {loose} images but no class folders: images must be in '
                             f'<folder>/[train/]<class>/<image>. Unlabelled images can all go in one folder, e.g. '
                             f'{base}/images/ (pretraining needs no labels; the kNN monitor is then skipped)')
+        if loose:
+            raise DataError(f'{base} holds {loose} images but no class folders: evaluation needs labelled '
+                            f'held-out images, {base}/<class>/<image>, with the classes of the train split')
         raise DataError(f'split {split!r} of {root} has no images ({base} holds class folders '
                         f'{[p.name for p in class_dirs]}; images must end in {", ".join(IMG_EXTENSIONS)})')
 

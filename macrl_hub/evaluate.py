@@ -303,6 +303,12 @@ def weights_sha256(model: nn.Module, dtype: torch.dtype = torch.float32) -> str:
     return h.hexdigest()
 
 
+def fingerprints(model: nn.Module) -> Dict[str, str]:
+    """An eval record's `weights_sha256` and `weights_sha256_fp16` (the same weights rounded to fp16, as an fp16
+    checkpoint or export holds them): export accepts the record for a model with either."""
+    return {'weights_sha256': weights_sha256(model), 'weights_sha256_fp16': weights_sha256(model, torch.float16)}
+
+
 def _seed_everything(seed: int) -> None:
     import random
     import numpy as np
@@ -493,7 +499,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
         parser.error('no dataset: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
     t0 = time.time()
     model = load_encoder(args.model, pretrained=not args.random_init)
-    weights = weights_sha256(model)  # the record names the weights it measured (export checks it)
+    weights = fingerprints(model)  # the record names the weights it measured (export checks it)
     device = torch.device(args.device) if args.device else None
     if device:
         model.to(device)
@@ -526,12 +532,11 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
 
 
 def eval_record(protocol: str, model: str, data: str, res: Dict[str, Any], t0: float, command: str,
-                random_init: bool = False, seed: int = 0, weights: Optional[str] = None) -> Dict[str, Any]:
+                random_init: bool = False, seed: int = 0, weights: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The JSON record of one evaluation, as `macrl export --eval-json` and the model cards read it. `weights`:
-    `weights_sha256` of the encoder measured, so that export puts the numbers only on the card of those weights."""
+    `fingerprints` of the encoder measured, so that export puts the numbers only on the card of those weights."""
     return {'eval': protocol, 'model': model, 'random_init': random_init, 'data': data, **res, 'seed': seed,
-            'wall_time_s': round(time.time() - t0, 1), 'command': command,
-            **({'weights_sha256': weights} if weights else {})}
+            'wall_time_s': round(time.time() - t0, 1), 'command': command, **(weights or {})}
 
 
 def write_eval_record(record: Dict[str, Any], path) -> None:

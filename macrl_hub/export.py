@@ -157,17 +157,19 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
 
 def _check_evals_measured_this(evals: List[Dict[str, Any]], paths: List[str], model) -> None:
     """ValueError for an eval record whose numbers are not this model's: one of an untrained encoder
-    (`--random-init`), or one whose weights fingerprint differs from this checkpoint's encoder (in fp32, or rounded
-    to fp16 as an --fp16 export stores it). Records without a fingerprint (before 2026-11-29) are taken as they are."""
-    from .evaluate import weights_sha256
+    (`--random-init`), or one whose weights fingerprints differ from this checkpoint's encoder's (each side in fp32
+    and rounded to fp16: an fp16 checkpoint or export of the same weights matches). Records without a fingerprint
+    (before 2026-11-29) are taken as they are."""
+    from .evaluate import fingerprints
     ours: Optional[set] = None
     for path, record in zip(paths, evals):
         if record.get('random_init'):
             raise ValueError(f'--eval-json {path} measured an untrained encoder (macrl eval --random-init): a '
                              f'baseline, not this model\'s numbers; it does not go on its card')
-        if 'weights_sha256' in record:
-            ours = ours or {weights_sha256(model), weights_sha256(model, torch.float16)}
-            if record['weights_sha256'] not in ours:
+        theirs = {record.get(k) for k in ('weights_sha256', 'weights_sha256_fp16')} - {None}
+        if theirs:
+            ours = ours or set(fingerprints(model).values())
+            if not theirs & ours:
                 raise ValueError(f'--eval-json {path} measured other weights ({record.get("model")}) than this '
                                  f'checkpoint\'s encoder: its numbers would go on the wrong card. Evaluate this '
                                  f'checkpoint (or its export) and pass that record')

@@ -263,7 +263,7 @@ class MACRL(nn.Module):
         With views='asymmetric': q = q1, k = k2, each (B, proj_dim) -> ctr(q1, k2); enqueues k2."""
         if self.views == 'asymmetric':
             k2 = all_gather_nograd(k)  # (world * B, proj_dim)
-            neg = self.bank.negatives().clone() if self.bank.size else None
+            neg = self.bank.negatives() if self.bank.size else None  # enqueue replaces the bank: no copy
             loss = info_nce(q, k2, neg, self.temperature, self.in_batch_negatives, rank() * q.shape[0])
             if enqueue:
                 self.bank.enqueue(k2)
@@ -271,7 +271,7 @@ class MACRL(nn.Module):
         q1, q2 = q.chunk(2)
         k1, k2 = (all_gather_nograd(t) for t in k.chunk(2))  # (world * B, proj_dim), rank order
         offset = rank() * q1.shape[0]
-        neg = self.bank.negatives().clone() if self.bank.size else None
+        neg = self.bank.negatives() if self.bank.size else None  # enqueue replaces the bank: no copy
         loss = (info_nce(q1, k2, neg, self.temperature, self.in_batch_negatives, offset)
                 + info_nce(q2, k1, neg, self.temperature, self.in_batch_negatives, offset))
         if enqueue:

@@ -27,6 +27,7 @@ import math
 import os
 import random
 import shutil
+import re
 import signal
 import sys
 import threading
@@ -395,7 +396,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
               f'crop), normalised with mean {mean} std {std}' + (
                   " (CIFAR-10's, the architecture's: for other images give --mean/--std, your data's)"
                   if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN)
-                  and 'cifar' not in str(data.source).lower() else ''))
+                  and not re.match(r'cifar10(?!\d)', Path(str(data.source)).name.lower()) else ''))
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))
@@ -544,7 +545,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                 last_ckpt = time.time()
     if pbar:
         pbar.close()
-    if fit and master and step < total_steps:  # stopped before the steps it times: nothing was fitted
+    if fit and master and step < total_steps and stop_reason in ('done', 'time_budget'):  # nothing was fitted
         print(f'macrl train: --fit-budget: this invocation stopped at step {step}, before the {FIT_SKIP} + '
               f'{FIT_STEPS} steps it times; the schedule stays at {total_steps} steps (its learning rate far from '
               f'its end): give a longer --time-budget, or --epochs that fit it', flush=True)
@@ -602,9 +603,9 @@ def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path,
     data = cfg.data or default_data()
     with eager():
         res = eval_knn(model.encoder, data, splits=(train_data, test_data), precision=precision, device=device)
-    from .evaluate import weights_sha256
+    from .evaluate import fingerprints
     record = eval_record('knn', str(out / CKPT_NAME), data, res, t0, 'macrl train --final-knn',
-                         weights=weights_sha256(model.encoder))
+                         weights=fingerprints(model.encoder))
     write_eval_record(record, out / 'knn.json')
     print(f'macrl train: final kNN on {res["n_test"]} test images, bank of {res["n_train"]}: ' +
           ', '.join(f'k={k[len("knn_top1_k"):]} {v:.2f}%' for k, v in res.items() if k.startswith('knn_top1_k')) +

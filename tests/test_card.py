@@ -78,7 +78,7 @@ def test_card_states_the_monitor_sets_it_used_and_no_local_paths(tmp_path):
     card = _card(tmp_path, log, 12, extra_evals=[ev])
     assert '(200 neighbours, 123 train-split images as the bank, 123 held-out train-split images;' in card
     assert ('`macrl eval knn --model run1/checkpoint.pth --data path/to/mine.tgz --json-out run1/knn.json '
-            '--save-head me/h.safetensors`') in card and '/home/me' not in card
+            '--save-head h.safetensors`') in card and '/home/me' not in card
 
 
 def test_card_with_a_fine_tune_says_how_many_epochs(tmp_path):

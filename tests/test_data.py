@@ -75,7 +75,8 @@ def test_odd_image_modes_become_rgb():
     # one scale for every 16-bit image, its full range: a dark one stays dark (it was scaled by 255, so a 16-bit
     # value of 200 became 200 of 255 in one image and 1 of 255 in another)
     dark, mid = np.full((8, 8), 200, np.uint16), np.full((8, 8), 32896, np.uint16)
-    imgs, _ = decode_images([_png(dark), _png(mid)], ['dark', 'mid'], size=8)
+    with pytest.warns(UserWarning, match='1 of 2 16-bit images hold values up to 255 only'):
+        imgs, _ = decode_images([_png(dark), _png(mid)], ['dark', 'mid'], size=8)
     assert torch.all(imgs[0] == 1) and torch.all(imgs[1] == 128)
 
 
@@ -253,3 +254,34 @@ def test_a_flat_folder_of_images_is_told_where_images_go(tmp_path):
         (tmp_path / 'flat' / f'{i}.png').write_bytes(_png(np.full((8, 8, 3), i, np.uint8)))
     with pytest.raises(DataError, match=r'holds 3 images but no class folders: .*one folder, e\.g\. .*/flat/images/'):
         load_dataset(str(tmp_path / 'flat'), 'train')
+
+
+def test_layouts_the_recursive_reader_must_not_misread(tmp_path):
+    """Reading images below a class folder must not turn a whole dataset into one class (--data one level too high:
+    its held-out images would be pretrained on), nor a repeated split folder into a class; an archive under a
+    dot-folder (.data/) is read; a class tree with a class called 'valid' stays a class tree."""
+    rng = np.random.default_rng(0)
+
+    def put(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)))
+    for split in ('train', 'val'):
+        for c in ('cat', 'dog'):
+            put(tmp_path / 'high' / 'imagenette' / split / c / '0.jpg')
+            put(tmp_path / 'twice' / split / split / c / '0.jpg')
+            put(tmp_path / '.data' / 'ds' / split / c / '0.jpg')
+    with pytest.raises(DataError, match=r'imagenette holds split folders \[.train., .val.\]: it is a dataset.*'
+                                        r'pass --data .*high/imagenette'):
+        load_dataset(str(tmp_path / 'high'), 'train')
+    with pytest.raises(DataError, match=r'twice/train/train is a split folder inside .*twice/train'):
+        load_dataset(str(tmp_path / 'twice'), 'train')
+    for name, folder in (('twice', tmp_path / 'twice'), ('dot', tmp_path / '.data')):
+        arc = tmp_path / f'{name}.tar'
+        with tarfile.open(arc, 'w') as tar:
+            tar.add(folder, arcname=folder.name)
+        for split in ('train', 'test'):
+            d = load_dataset(str(arc), split, size=32, progress=False)
+            assert d.classes == ['cat', 'dog'] and len(d) == 2, (name, split)
+    for c in ('valid', 'invalid'):
+        put(tmp_path / 'classes' / c / '0.jpg')
+    assert load_dataset(str(tmp_path / 'classes'), 'train', size=32, progress=False).classes == ['invalid', 'valid']

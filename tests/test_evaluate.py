@@ -257,6 +257,12 @@ def test_export_puts_on_a_card_only_numbers_measured_on_its_weights(trained_ckpt
         folder = export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / f'ok{fp16}'),
                         [str(tmp_path / 'ours.json'), str(tmp_path / 'fp16.json')], fp16=fp16)
         assert f"{record['knn_top1_k20']:.2f}" in (folder / 'README.md').read_text()
+    # an fp16 copy of the checkpoint (gpu_job.py packs runs so) takes the record measured on the fp32 one
+    ck = torch.load(trained_ckpt, weights_only=True)
+    ck['model'] = {k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()}
+    torch.save(ck, tmp_path / 'half.pth')
+    export(str(tmp_path / 'half.pth'), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'okhalf'),
+           [str(tmp_path / 'ours.json')])
     with pytest.raises(ValueError, match=r'other.json measured other weights .* than this checkpoint'):
         export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'), [str(tmp_path / 'other.json')])
     with pytest.raises(ValueError, match=r'random.json measured an untrained encoder'):
