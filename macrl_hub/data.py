@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['ImageTensors', 'ImageDataset', 'load_dataset', 'decode_images', 'default_data', 'IMG_EXTENSIONS',
-           'DataError']
+           'DataError', 'channel_stats']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
@@ -66,6 +66,21 @@ class ImageTensors:
     def select(self, idx: Tensor) -> 'ImageTensors':
         """The images at `idx` (a 1-d index tensor), same classes and source."""
         return ImageTensors(self.images[idx], self.labels[idx], self.classes, self.source, self.skipped)
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) on the 0-1 scale, what --mean/--std take; in chunks
+    (float64 sums), so a large split needs no float copy of itself."""
+    c = images.shape[1]
+    s1, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].to(torch.float64).div_(255).transpose(0, 1).reshape(c, -1)  # (C, n*H*W)
+        s1 += x.sum(1)
+        s2 += (x * x).sum(1)
+        n += x.shape[1]
+    mean = s1 / max(n, 1)
+    std = (s2 / max(n, 1) - mean * mean).clamp_min(0).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
 def default_data() -> Optional[str]:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .card import hardware
 from .config import TrainConfig, add_dataclass_args, check_flags, config_from_args, parse_duration
-from .data import default_data, load_dataset
+from .data import channel_stats, default_data, load_dataset
 from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
 from .models import CIFAR10_MEAN, NORMALIZATION
@@ -392,11 +392,14 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
               + (' (auto)' if cfg.compile is None else '')
               + (f' momentum-branch={str(model.momentum_dtype).replace("torch.", "")}' if model.momentum_dtype else ''))
         mean, std = (tuple(round(v, 4) for v in enc_cfg[k]) for k in ('mean', 'std'))
+        note = ''
+        if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN) and \
+                not re.match(r'cifar10(?!\d)', Path(str(data.source)).name.lower()):
+            own_mean, own_std = channel_stats(data.images)
+            note = (f" (CIFAR-10's, the architecture's; this data's own, for a new run: --mean "
+                    f"{' '.join(map(str, own_mean))} --std {' '.join(map(str, own_std))})")
         print(f'  input {model.img_size[0]}x{model.img_size[1]} (images of other sizes: shorter side resized, centre '
-              f'crop), normalised with mean {mean} std {std}' + (
-                  " (CIFAR-10's, the architecture's: for other images give --mean/--std, your data's)"
-                  if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN)
-                  and not re.match(r'cifar10(?!\d)', Path(str(data.source)).name.lower()) else ''))
+              f'crop), normalised with mean {mean} std {std}{note}')
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
               f'(blr {cfg.blr:g} x {cfg.batch_size}/256), {steps_per_epoch} steps/epoch, {total_steps} steps total, '
               f'warmup {warmup_steps}' + (f', resuming at step {step}' if step else ''))

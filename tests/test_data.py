@@ -285,3 +285,12 @@ def test_layouts_the_recursive_reader_must_not_misread(tmp_path):
     for c in ('valid', 'invalid'):
         put(tmp_path / 'classes' / c / '0.jpg')
     assert load_dataset(str(tmp_path / 'classes'), 'train', size=32, progress=False).classes == ['invalid', 'valid']
+
+
+def test_channel_stats_are_the_per_channel_mean_and_std_on_the_0_1_scale():
+    x = torch.randint(0, 256, (5, 3, 6, 7), dtype=torch.uint8)
+    from macrl_hub.data import channel_stats
+    mean, std = channel_stats(x, chunk=2)  # chunks of 2 images
+    f = x.double() / 255
+    assert mean == tuple(round(float(v), 4) for v in f.mean((0, 2, 3)))
+    assert std == tuple(round(float(v), 4) for v in f.transpose(0, 1).reshape(3, -1).std(1, unbiased=False))

@@ -276,9 +276,11 @@ def test_unlabelled_images_in_one_folder_train_without_a_monitor(small_folder, t
     out = capsys.readouterr().out
     assert 'has one class (images); the kNN monitor needs labels' in out
     # the start says how images are fed, and that CIFAR-10's statistics are the architecture's, not this data's
+    from macrl_hub.data import channel_stats, load_dataset
+    m, sd = channel_stats(load_dataset(str(tmp_path / 'data'), 'train', size=32, progress=False).images)
     assert ("input 32x32 (images of other sizes: shorter side resized, centre crop), normalised with mean (0.4914, "
-            "0.4822, 0.4465) std (0.247, 0.2435, 0.2616) (CIFAR-10's, the architecture's: for other images give "
-            "--mean/--std") in out
+            "0.4822, 0.4465) std (0.247, 0.2435, 0.2616) (CIFAR-10's, the architecture's; this data's own, for a new "
+            f"run: --mean {' '.join(map(str, m))} --std {' '.join(map(str, sd))})") in out
     assert not [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
 
 
