@@ -365,7 +365,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             cfg = dataclasses.replace(cfg, total_steps=fitted)
             total_steps, fit = fitted, False
         _check_resume_compatible(ck, cfg)
-        _check_same_data(ck, data, resume)
+        _check_same_data(ck, data, resume, steps_per_epoch)
         _check_same_normalization(ck, cfg, model.encoder.pretrained_cfg, resume)
         model.load_state_dict(ck['model'])
         opt.load_state_dict(ck['optimizer'])
@@ -740,9 +740,17 @@ def data_record(data) -> Dict[str, Any]:
     return {'n_images': len(data), 'classes': list(data.classes)}
 
 
-def _check_same_data(ck: Dict[str, Any], data, path: str) -> None:
+def _check_same_data(ck: Dict[str, Any], data, path: str, steps_per_epoch: int) -> None:
     had, now = ck.get('data'), data_record(data)
-    if had is None or had == now:  # (checkpoints before 2026-11-29 have no record)
+    if had is None:  # a checkpoint from before 2026-11-29: its log's step/epoch rows give its steps per epoch
+        rows = [r for r in read_log(Path(path).parent / 'log.jsonl') if r.get('epoch') and 'lr' in r]
+        was = round(rows[-1]['step'] / rows[-1]['epoch']) if rows else steps_per_epoch
+        if was != steps_per_epoch:
+            raise ValueError(f'--resume {path}: the run had {was} steps per epoch, --data now gives '
+                             f'{steps_per_epoch} ({len(data)} images): other data than it trained on. Resume with '
+                             f'the same data, or start a new run in another --out')
+        return
+    if had == now:
         return
     what = []
     if had['n_images'] != now['n_images']:

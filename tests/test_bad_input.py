@@ -167,6 +167,16 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['--resume with other --data'] = Case(
         lambda: train(_cfg(fewer('both'), ckpt.parent, resume='auto')), ValueError,
         r'trained on other data than --data gives \(192 images, now \d+; classes', _files(ckpt.parent))
+    def old_checkpoint() -> Path:  # one saved before checkpoints recorded their data: the log tells
+        run = tmp / 'old_run'
+        shutil.copytree(ckpt.parent, run, ignore=shutil.ignore_patterns('ft'))
+        ck = torch.load(run / 'checkpoint.pth', weights_only=True)
+        del ck['data']
+        torch.save(ck, run / 'checkpoint.pth')
+        return run
+    cases['--resume of an older checkpoint with other --data'] = Case(
+        lambda: train(_cfg(fewer('both'), old_checkpoint(), resume='auto')), ValueError,
+        r'the run had 6 steps per epoch, --data now gives 5', [])
     cases['--final-knn when test and train classes differ'] = Case(
         lambda: train(_cfg(fewer('test'), tmp / 'fk', final_knn=True, max_steps=1)), ValueError,
         r"--final-knn: the train and test splits .*only in train \['truck'\]", [])
@@ -219,7 +229,7 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
          'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
          'a new run into a model folder (macrl train --out)', '--resume with other --data',
-         '--final-knn when test and train classes differ']
+         '--final-knn when test and train classes differ', '--resume of an older checkpoint with other --data']
 
 
 @pytest.fixture(scope='module')
