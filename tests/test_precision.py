@@ -9,16 +9,30 @@ from macrl_hub import precision as P
 from macrl_hub.precision import autocast, resolve_precision
 
 
-@pytest.mark.parametrize('amx, avx512_bf16, want', [(True, False, 'bf16'), (False, True, 'bf16'),
-                                                    (True, True, 'bf16'), (False, False, 'fp32')])
-def test_auto_on_each_cpu_kind(monkeypatch, amx, avx512_bf16, want):
-    """Sapphire Rapids (AMX), EPYC (AVX512-BF16): bf16; Cascade Lake (neither): fp32, where bf16 is emulated."""
+@pytest.mark.parametrize('amx, avx512_bf16, speedup, want', [
+    (True, False, 0.5, 'bf16'), (True, True, 0.5, 'bf16'),  # Sapphire Rapids (AMX): bf16, unmeasured
+    (False, True, 1.6, 'bf16'),  # AMD EPYC (AVX512-BF16): bf16 matmuls 1.5-3.5x fp32's
+    (False, True, 0.5, 'fp32'),  # an Intel Xeon with AVX512-BF16, no AMX: bf16 at half fp32's rate
+    (False, False, 9.0, 'fp32')])  # Cascade Lake (neither): emulated bf16, never measured
+def test_auto_on_each_cpu_kind(monkeypatch, amx, avx512_bf16, speedup, want):
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(P, 'cpu_bf16_speedup', lambda: speedup)
     assert P.cpu_bf16_flags() == {'amx_bf16': amx, 'avx512_bf16': avx512_bf16}
     assert resolve_precision('auto', torch.device('cpu')) == want
     for given in ('fp32', 'bf16', 'fp16'):
         assert resolve_precision(given, torch.device('cpu')) == given  # an explicit choice is never overridden
+
+
+def test_the_bf16_speedup_is_measured_once_per_thread_count(monkeypatch):
+    """A real measurement (positive, finite), cached: resolve_precision runs in every train/eval start."""
+    P._matmul_speedup.cache_clear()
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, 'mm', lambda a, b: calls.append(a.dtype) or real_mm(a, b))
+    first = P.cpu_bf16_speedup(n=128)
+    assert 0 < first < float('inf') and calls.count(torch.bfloat16) == calls.count(torch.float32) == 4
+    assert P.cpu_bf16_speedup(n=128) == first and len(calls) == 8  # cached
 
 
 def test_auto_without_the_private_probes(monkeypatch):
