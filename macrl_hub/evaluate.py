@@ -415,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
     run.add_argument('--n-test', type=int, default=0, help='fixed random subset of the test split (0: all)')
     run.add_argument('--precision', default='auto', choices=PRECISIONS,
-                     help='autocast dtype; auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), '
-                          'fp16 on CUDA without bf16, else fp32 (default: %(default)s)')
+                     help='autocast dtype; auto: bf16 on CUDA and on CPUs where native bf16 is faster (AMX; '
+                          'AVX512-BF16 where measured so), fp16 on CUDA without bf16, else fp32 (default: %(default)s)')
     run.add_argument('--device', default=None,
                      help='torch device, e.g. cpu, cuda, cuda:1 (default: cpu; finetune: cuda when available)')
     run.add_argument('--threads', type=int, default=0,
