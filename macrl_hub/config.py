@@ -78,7 +78,8 @@ class TrainConfig:
     std: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+',
         'help': "per-channel std the inputs are normalised with (default: the architecture's timm cfg)"})
     # machinery
-    precision: str = field(default='auto', metadata={'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it and it is faster)'})
+    precision: str = field(default='auto', metadata={
+        'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it and it is faster)'})
     compile: Optional[bool] = field(default=None, metadata={
         'help': 'torch.compile the blocks. Not given (auto): on with CUDA for a run of >= 1,000 steps, where it was '
                 'measured to pay; off on CPU (see macrl_hub/runtime.py resolve_compile)'})
