@@ -226,7 +226,8 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
                     used = (f'{ev["n_train"]} train / ' if ev.get('n_train') else '') + f'{ev.get("n_test")} test'
                     capped = (ev.get('knn_k_capped') or {}).get(key[len('knn_top1_k'):])
                     used += ' images' + (f' (k capped at {capped}, the whole bank)' if capped else '')
-                    lines.append(f'| {metric_name(key, ev)} | {ev[key]:.2f}% | {used} | `{public_paths(ev.get("command", ""))}` |')
+                    command = public_paths(ev.get('command', ''))
+                    lines.append(f'| {metric_name(key, ev)} | {ev[key]:.2f}% | {used} | `{command}` |')
         lines += ['', 'Each number is the JSON line printed by the command in its row (wall times: '
                   + ', '.join(f'{ev["eval"]} {ev.get("wall_time_s", "?")} s' for ev in evals) + ').']
     else:

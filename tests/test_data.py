@@ -161,7 +161,8 @@ def test_size_none_takes_the_smallest_shorter_side_without_upscaling():
     portrait = [_png(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)) for _ in range(2)]
     images, _ = decode_images(portrait, ['a', 'b'])
     assert images.shape == (2, 3, 30, 30)  # was 40 x 40: the height taken for the side, the width upscaled
-    assert torch.equal(images[0], torch.from_numpy(np.asarray(Image.open(io.BytesIO(portrait[0])))[5:35]).permute(2, 0, 1))
+    first = np.asarray(Image.open(io.BytesIO(portrait[0])))
+    assert torch.equal(images[0], torch.from_numpy(first[5:35]).permute(2, 0, 1))
     mixed, _ = decode_images(portrait + [_png(rng.integers(0, 255, (24, 50, 3), dtype=np.uint8))], list('abc'))
     assert mixed.shape == (3, 3, 24, 24)
 

@@ -244,7 +244,8 @@ def test_export_puts_on_a_card_only_numbers_measured_on_its_weights(trained_ckpt
     other = tmp_path / 'other'
     train(_cfg(small_folder, other, max_steps=1, seed=5))
     args = ['knn', '--data', str(small_folder), '--n-test', '32', '--k', '20']
-    runs = {'ours': ['--model', str(trained_ckpt)], 'fp16': ['--model', str(tmp_path / 'cards' / 'macrl_vit_tiny_p4_cifar.half')],
+    half = tmp_path / 'cards' / 'macrl_vit_tiny_p4_cifar.half'
+    runs = {'ours': ['--model', str(trained_ckpt)], 'fp16': ['--model', str(half)],
             'other': ['--model', str(other / 'checkpoint.pth')],
             'random': ['--model', str(trained_ckpt), '--random-init']}
     export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.half', str(tmp_path / 'cards'), fp16=True)
@@ -266,5 +267,6 @@ def test_export_puts_on_a_card_only_numbers_measured_on_its_weights(trained_ckpt
     with pytest.raises(ValueError, match=r'other.json measured other weights .* than this checkpoint'):
         export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'), [str(tmp_path / 'other.json')])
     with pytest.raises(ValueError, match=r'random.json measured an untrained encoder'):
-        export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'), [str(tmp_path / 'random.json')])
+        export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'),
+               [str(tmp_path / 'random.json')])
     assert not (tmp_path / 'bad').exists()
