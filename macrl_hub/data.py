@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['ImageTensors', 'ImageDataset', 'load_dataset', 'decode_images', 'default_data', 'IMG_EXTENSIONS',
-           'DataError', 'channel_stats']
+           'DataError', 'channel_stats', 'class_difference']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
@@ -33,11 +33,14 @@ TORCHVISION_SETS = ('cifar10', 'cifar100')
 SPLIT_ALIASES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid'),
                  'val': ('val', 'validation', 'valid', 'test')}
 SPLIT_NAMES = tuple(sorted({a for aliases in SPLIT_ALIASES.values() for a in aliases}))
+#: split names no class folder has: one inside a class folder means --data points at the wrong level ('valid' is
+#: also a class name, e.g. beside 'invalid')
+_SPLIT_FOLDERS = frozenset(SPLIT_NAMES) - {'valid'}
 
 
 def _hidden(name: str) -> bool:
-    """Names skipped at every level, as torchvision's ImageFolder does: dot files and folders (.DS_Store, macOS's
-    ._x.jpg, .ipynb_checkpoints/, .git/)."""
+    """Names skipped from the split folder down, as torchvision's ImageFolder does: dot files and folders
+    (.DS_Store, macOS's ._x.jpg, .ipynb_checkpoints/, .git/)."""
     return name.startswith('.') and name not in ('.', '..')
 
 
@@ -81,6 +84,13 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> Tuple[Tuple[float, ...],
     mean = s1 / max(n, 1)
     std = (s2 / max(n, 1) - mean * mean).clamp_min(0).sqrt()
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def class_difference(train_classes: Sequence[str], test_classes: Sequence[str], limit: Optional[int] = None) -> str:
+    """'only in train [...], only in test [...]': how two splits' class lists differ (at most `limit` of each)."""
+    only_train = sorted(set(train_classes) - set(test_classes))[:limit]
+    only_test = sorted(set(test_classes) - set(train_classes))[:limit]
+    return f'only in train {only_train}, only in test {only_test}'
 
 
 def default_data() -> Optional[str]:
@@ -315,11 +325,11 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
     n = 0
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not _hidden(p.name))
     for cls_dir in class_dirs:
-        if cls_dir.name in SPLIT_NAMES and cls_dir.name != 'valid':  # train/train/<class>/: one class 'train'
+        if cls_dir.name in _SPLIT_FOLDERS:  # train/train/<class>/: one class 'train'
             raise DataError(f'{cls_dir} is a split folder inside {base}: pass --data {base}')
         for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):  # sub-folders belong to the class
             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            splits = sorted(set(dirnames) & set(SPLIT_NAMES) - {'valid'})
+            splits = sorted(_SPLIT_FOLDERS.intersection(dirnames))
             if splits:  # --data one level too high: a whole dataset would become one class, held-out images too
                 raise DataError(f'{dirpath} holds split folders {splits}: it is a dataset, not a class of '
                                 f'{base}; pass --data {dirpath}')

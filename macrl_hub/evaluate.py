@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageDataset, default_data, load_dataset
+from .data import ImageDataset, class_difference, default_data, load_dataset
 from .features import data_config, extract_features
 from .knn import knn_accuracy
 from .precision import autocast, resolve_precision
@@ -111,9 +111,8 @@ def _same_classes(train, test, data: str):
         raise ValueError(f'{data} has one class ({train.classes[0] if train.classes else "none"}): any classifier '
                          'scores 100% on it, so kNN, linear probe and fine-tune need at least 2 classes')
     if train.classes != test.classes:
-        raise ValueError(f'train and test splits of {data} have different classes: only in train '
-                         f'{sorted(set(train.classes) - set(test.classes))}, only in test '
-                         f'{sorted(set(test.classes) - set(train.classes))}')
+        raise ValueError(f'train and test splits of {data} have different classes: '
+                         f'{class_difference(train.classes, test.classes)}')
     return train, test
 
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .card import hardware
 from .config import TrainConfig, add_dataclass_args, check_flags, config_from_args, parse_duration
-from .data import channel_stats, default_data, load_dataset
+from .data import channel_stats, class_difference, default_data, load_dataset
 from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
 from .models import CIFAR10_MEAN, NORMALIZATION
@@ -803,8 +803,7 @@ def _test_split(cfg: TrainConfig, size: int, train_data):
     except ValueError:
         return None
     if test.classes != train_data.classes:
-        differ = (f'only in train {sorted(set(train_data.classes) - set(test.classes))[:6]}, only in test '
-                  f'{sorted(set(test.classes) - set(train_data.classes))[:6]}')
+        differ = class_difference(train_data.classes, test.classes, limit=6)
         if cfg.final_knn:
             raise ValueError(f'--final-knn: the train and test splits of {test.source} have different classes '
                              f'({differ}); give both splits the same class folders, or drop --final-knn')
