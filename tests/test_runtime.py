@@ -158,3 +158,22 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
     train_mod.train(cfg)
     assert seen == [(None, 'cpu', 3)] and compiled == ['MACRL']  # 3 steps planned of 40; the stub said compile
     assert mom == [(None, 'cpu', 'fp32')] and used == [torch.bfloat16] * 3  # the stub said bf16: every step ran it
+
+
+@pytest.mark.parametrize('amx,avx,precision,want', [
+    (True, True, 'bf16', 'tiny_img_per_s>=200'),
+    (False, False, 'fp32', 'tiny_share_of_fp32_peak>=0.6'),
+    (False, True, 'fp32', 'tiny_share_of_fp32_peak>=0.6'),  # AVX512-BF16 where `auto` measured fp32 faster
+    (False, True, 'bf16', 'note'),
+])
+def test_train_step_bars_judge_the_precision_the_cpu_runs(amx, avx, precision, want):
+    """benchmarks/train_step.py's `bars` line: the fp32 bar (>= 60% of the fp32 peak) wherever the step runs fp32
+    without AMX, including an AVX512-BF16 CPU on which bf16 measured slower."""
+    import torch
+    from conftest import load_script
+    bars = load_script('benchmarks/train_step.py').bars
+    row = dict(arch='macrl_vit_tiny_p4_cifar', objective='macrl', img_per_s=65.0, share_of_peak=0.59, compiled=False)
+    out = bars([row], dict(amx_bf16=amx, avx512_bf16=avx), precision, torch.device('cpu'), 256)
+    assert want in out, out
+    if want.startswith('tiny_share'):
+        assert out[want] == [0.59, False]
