@@ -72,11 +72,13 @@ class TrainConfig:
     crop_min: float = 0.2
     solarize_p: float = 0.2
     blur_p: Optional[Tuple[float, float]] = field(default=None, metadata={'help': 'blur prob of view 1, view 2 (default: 0 at 32px, BYOL 1.0 0.1 above)'})
-    mean: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+',
+    mean: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+', 'auto': True,
         'help': "per-channel mean the inputs are normalised with (default: the architecture's timm cfg, CIFAR-10's "
-                'for *_cifar). Saved with the run: evaluation and `macrl export` normalise the same way'})
-    std: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+',
-        'help': "per-channel std the inputs are normalised with (default: the architecture's timm cfg)"})
+                "for *_cifar); 'auto': the training images' own mean and std, computed before the first step. "
+                'Saved with the run as numbers: evaluation and `macrl export` normalise the same way'})
+    std: Optional[Tuple[float, ...]] = field(default=None, metadata={'nargs': '+', 'auto': True,
+        'help': "per-channel std the inputs are normalised with (default: the architecture's timm cfg; 'auto': "
+                "the training images' own, with --mean)"})
     # machinery
     precision: str = field(default='auto', metadata={
         'help': 'auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware has it and it is faster)'})
@@ -146,6 +148,16 @@ def _str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f'expected a boolean, got {v!r}')
 
 
+def _float_or_auto(v: str):
+    """A number, or the word 'auto' (`--mean auto`: computed from the data)."""
+    if v == 'auto':
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers or 'auto', got {v!r}") from None
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppress_defaults: bool = False) -> None:
     """One `--flag` per field; booleans take `--flag` / `--no-flag`. With suppress_defaults, only the
     flags actually given end up in the parsed namespace (to tell what the user asked for)."""
@@ -158,7 +170,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls=TrainConfig, suppres
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif 'Tuple' in str(f.type):  # Tuple[float, float] -> nargs=2; Tuple[float, ...] says its own
             nargs = f.metadata.get('nargs', str(f.type).count('float'))
-            parser.add_argument(name, dest=f.name, type=float, nargs=nargs, default=default, help=help_)
+            typ = _float_or_auto if f.metadata.get('auto') else float
+            parser.add_argument(name, dest=f.name, type=typ, nargs=nargs, default=default, help=help_)
         else:
             typ = {'int': int, 'float': float, 'str': str}.get(getattr(f.type, '__name__', str(f.type)), None)
             if typ is None:  # Optional[...]

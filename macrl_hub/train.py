@@ -10,6 +10,7 @@ One process (CPU or one GPU):
     TrainingInterrupted); a second signal stops at once (the last checkpoint stays whole). `--resume auto` continues.
     macrl train --recipe paper --data ... --out runs/paper   # the paper's settings (macrl_hub/recipes.py)
     macrl train --data path/to/images --mean 0.5 0.5 0.5 --std 0.25 0.25 0.25 ...   # your data's statistics
+    macrl train --data path/to/images --mean auto ...   # computed from the training images (recorded as numbers)
 Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch):
     torchrun --nproc_per_node=2 -m macrl_hub.train --data ... --out runs/ddp
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
@@ -44,7 +45,7 @@ from .config import TrainConfig, add_dataclass_args, check_flags, config_from_ar
 from .data import channel_stats, class_difference, default_data, load_dataset
 from .distributed import check_same_on_all_ranks, from_rank0, is_dist, rank, world_size
 from .macrl import MACRL
-from .models import CIFAR10_MEAN, NORMALIZATION
+from .models import CIFAR10_MEAN, NORMALIZATION, set_data_config
 from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
@@ -136,8 +137,30 @@ def build_macrl(cfg: TrainConfig) -> MACRL:
         if 'Unknown model' in str(e):
             raise ValueError(f'unknown model {cfg.model!r}; e.g. {timm.list_models("macrl_*")}') from None
         raise
-    models.set_data_config(encoder, cfg.mean, cfg.std)  # what training normalises with; saved with every checkpoint
+    # what training normalises with, saved with every checkpoint (--mean auto: set once the data is read, in _train)
+    auto = stats_from_data(cfg)
+    models.set_data_config(encoder, None if auto else cfg.mean, None if auto else cfg.std)
     return MACRL(encoder, **cfg.macrl_kwargs())
+
+
+def stats_from_data(cfg: TrainConfig) -> bool:
+    """True for `--mean auto` / `--std auto` (either or both: the two are computed together); ValueError for 'auto'
+    mixed with numbers."""
+    auto = {k: v for k in NORMALIZATION if (v := getattr(cfg, k)) is not None and 'auto' in _as_list(v)}
+    for k, v in auto.items():
+        if list(_as_list(v)) != ['auto']:
+            raise ValueError(f"--{k} auto takes no numbers (got {' '.join(map(str, _as_list(v)))}): give either "
+                             f"'auto' or one number per channel")
+    other = [k for k in NORMALIZATION if k not in auto and getattr(cfg, k) is not None]
+    if auto and other:
+        raise ValueError(f'--{next(iter(auto))} auto computes mean and std from the data; --{other[0]} '
+                         f'{" ".join(map(str, _as_list(getattr(cfg, other[0]))))} contradicts it: give both as '
+                         f'numbers, or --{other[0]} auto')
+    return bool(auto)
+
+
+def _as_list(v) -> list:
+    return [v] if isinstance(v, str) else list(v)
 
 
 def step_flops(cfg: TrainConfig, batch: int = 4) -> float:
@@ -273,8 +296,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     budget = parse_duration(cfg.time_budget)
     resume = str(_resume_path(cfg) or '') if cfg.resume else ''  # the checkpoint to continue; '' for a new run
-    if not resume and (cfg.mean is None) != (cfg.std is None):  # (a resumed run compares them with its record)
-        raise ValueError(f'--{"mean" if cfg.mean is not None else "std"} was given without '  # else it would pair
+    auto_stats = stats_from_data(cfg)  # --mean/--std auto: the data's own, computed once it is read
+    # one of --mean/--std alone would pair with the architecture's other (a resumed run compares them with its record)
+    if not resume and not auto_stats and (cfg.mean is None) != (cfg.std is None):
+        raise ValueError(f'--{"mean" if cfg.mean is not None else "std"} was given without '
                          f'--{"std" if cfg.mean is not None else "mean"}: give both, your data\'s statistics')
     device = _device(cfg)
     master = rank() == 0
@@ -330,6 +355,13 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                         progress=cfg.progress and master)
     if cfg.num_train:
         data = data.subset(cfg.num_train, seed=cfg.seed)
+    if auto_stats:  # the same numbers on every rank (each reads the whole set); recorded as numbers from here on
+        mean, std = channel_stats(data.images)
+        if min(std) <= 0:
+            raise ValueError(f'--mean/--std auto: {data.source} has no variation in channel {std.index(min(std))} '
+                             f'(std 0: every training pixel has the same value there); give --mean/--std as numbers')
+        set_data_config(model.encoder, mean, std)
+        cfg = dataclasses.replace(cfg, mean=mean, std=std)
     if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
         data.images = data.images.to(device)
     n = len(data)
@@ -396,8 +428,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN) and \
                 not re.match(r'cifar10(?!\d)', Path(str(data.source)).name.lower()):
             own_mean, own_std = channel_stats(data.images)
-            note = (f" (CIFAR-10's, the architecture's; this data's own, for a new run: --mean "
+            note = (f" (CIFAR-10's, the architecture's; this data's own, for a new run: --mean auto, i.e. --mean "
                     f"{' '.join(map(str, own_mean))} --std {' '.join(map(str, own_std))})")
+        elif auto_stats:
+            note = " (this data's own: --mean auto)"
         print(f'  input {model.img_size[0]}x{model.img_size[1]} (images of other sizes: shorter side resized, centre '
               f'crop), normalised with mean {mean} std {std}{note}')
         print(f'  batch {cfg.batch_size} (= {ws} ranks x {cfg.accum_steps} accum x {micro}), lr {lr:.3g} '
@@ -718,7 +752,8 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
     else:
         saved = load_checkpoint(path).get('config', {})
     clash = _clashes(saved, given)
-    if no_checkpoint:  # no checkpoint record to resolve --mean/--std against: compared as given
+    auto = any(k in given and given[k] is not None and 'auto' in _as_list(given[k]) for k in NORMALIZATION)
+    if no_checkpoint and not auto:  # no checkpoint record to resolve --mean/--std against: compared as given
         clash.update({k: (saved.get(k), given[k]) for k in NORMALIZATION
                       if k in given and _norm(given[k]) != _norm(saved.get(k))})
     if clash:
@@ -726,6 +761,8 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
             f'the run has --{k.replace("_", "-")} {old!r}, this command asks for {new!r}' for k, (old, new) in
             clash.items()) + ' (drop these flags to continue the run as it was, or start a new --out)')
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(given) - set(PER_INVOCATION)
+    if auto:  # --mean auto computes both again (from the same data, as _check_same_data makes sure; the checkpoint's
+        fields -= set(NORMALIZATION)  # record must then match); the other's saved numbers must not pair with it
     return dataclasses.replace(cfg, **{k: _norm(v) for k, v in saved.items() if k in fields})
 
 

@@ -280,7 +280,7 @@ def test_unlabelled_images_in_one_folder_train_without_a_monitor(small_folder, t
     m, sd = channel_stats(load_dataset(str(tmp_path / 'data'), 'train', size=32, progress=False).images)
     assert ("input 32x32 (images of other sizes: shorter side resized, centre crop), normalised with mean (0.4914, "
             "0.4822, 0.4465) std (0.247, 0.2435, 0.2616) (CIFAR-10's, the architecture's; this data's own, for a new "
-            f"run: --mean {' '.join(map(str, m))} --std {' '.join(map(str, sd))})") in out
+            f"run: --mean auto, i.e. --mean {' '.join(map(str, m))} --std {' '.join(map(str, sd))})") in out
     assert not [r for r in read_log(Path(res['checkpoint']).parent / 'log.jsonl') if 'knn_top1_k200' in r]
 
 
@@ -374,6 +374,61 @@ def test_a_resumed_run_keeps_its_normalisation(small_folder, tmp_path):
         train(_cfg(small_folder, out, max_steps=1, resume='auto', std=(0.5, 0.5, 0.5)))
     train(_cfg(small_folder, out, max_steps=1, resume='auto'))
     assert torch.load(out / 'checkpoint.pth', weights_only=True)['normalization']['mean'] == list(CIFAR10_MEAN)
+
+
+def test_mean_auto_normalises_with_the_training_images_own_statistics(small_folder, tmp_path, monkeypatch, capsys):
+    """`--mean auto` (alone or with `--std auto`): the training images' own mean/std, computed before the first step,
+    are what the views are normalised with and what the checkpoint and config.json record, as numbers; a resume
+    with or without the flag continues the run (computed again from the same data, it matches the record)."""
+    from macrl_hub import train as train_mod
+    from macrl_hub.data import channel_stats, load_dataset
+    seen = []
+    real = train_mod.PairAugment
+    monkeypatch.setattr(train_mod, 'PairAugment', lambda *a, **k: seen.append(a[1:3]) or real(*a, **k))
+    mean, std = channel_stats(load_dataset(str(small_folder), 'train', size=32, progress=False).images)
+    assert mean != (0.4914, 0.4822, 0.4465)  # this subset's own statistics are not the architecture's
+    out = tmp_path / 'run'
+    train(_cfg(small_folder, out, max_steps=1, mean='auto'))
+    assert seen == [(mean, std)]
+    assert "normalised with mean %s std %s (this data's own: --mean auto)" % (mean, std) in capsys.readouterr().out
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert ck['normalization'] == {'mean': list(mean), 'std': list(std)}
+    assert tuple(json.loads((out / 'config.json').read_text())['mean']) == mean
+    from macrl_hub.train import main
+    flags = ['--resume', 'auto', '--max-steps', '1', '--threads', '1', '--no-progress']
+    main(['--out', str(out), *flags, '--mean', 'auto', '--std', 'auto'])
+    main(['--out', str(out), *flags, '--std', 'auto'])
+    main(['--out', str(out), *flags])
+    assert torch.load(out / 'checkpoint.pth', weights_only=True)['step'] == 4
+    assert seen[1:] == [(mean, std)] * 3
+    (out / 'checkpoint.pth').unlink()  # a run that left only its config.json starts again, computing them again
+    main(['--out', str(out), *flags, '--mean', 'auto'])
+    assert seen[4:] == [(mean, std)]
+    train(_cfg(small_folder, tmp_path / 'other', max_steps=1))  # trained with the architecture's statistics:
+    with pytest.raises(ValueError, match='trained with --mean 0.4914 0.4822 0.4465'):  # auto cannot switch them
+        main(['--out', str(tmp_path / 'other'), *flags, '--mean', 'auto'])
+
+
+def test_mean_auto_mixed_with_numbers_or_on_flat_colours_is_refused(tmp_path):
+    import argparse
+    from macrl_hub.config import add_dataclass_args, config_from_args
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p)
+    assert config_from_args(p.parse_args(['--mean', 'auto'])).mean == ['auto']
+    with pytest.raises(SystemExit):
+        p.parse_args(['--mean', 'mine'])
+    with pytest.raises(ValueError, match='--mean auto takes no numbers'):
+        train(_cfg(tmp_path / 'no-data', tmp_path / 'run', mean=['auto', 0.5, 0.5]))
+    with pytest.raises(ValueError, match=r'--mean auto computes mean and std from the data; --std 0.2 0.2 0.2 '
+                                         r'contradicts it'):
+        train(_cfg(tmp_path / 'no-data', tmp_path / 'run', mean='auto', std=(0.2, 0.2, 0.2)))
+    assert not (tmp_path / 'run').exists()  # refused before anything was made
+    for c in range(2):  # every image the same grey in every channel
+        (tmp_path / 'grey' / 'train' / f'c{c}').mkdir(parents=True)
+        for i in range(20):
+            Image.new('RGB', (32, 32), (128, 128, 128)).save(tmp_path / 'grey' / 'train' / f'c{c}' / f'{i}.png')
+    with pytest.raises(ValueError, match='has no variation in channel 0'):
+        train(_cfg(tmp_path / 'grey', tmp_path / 'run', std='auto', knn_every=0))
 
 
 def test_mean_without_std_is_refused_for_a_new_run(tmp_path):
