@@ -18,7 +18,7 @@ import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -190,22 +190,45 @@ def _chunks(datas: List[Tensor], max_items: int, max_bytes: int) -> List[List[Te
     return chunks if chunks[0] else []
 
 
-def _decode_jpegs(datas: List[Tensor], chunk: int = 2048, bar: Any = None, size: Optional[int] = None,
-                  chunk_bytes: int = 8 << 20) -> List[Optional[np.ndarray]]:
+def _iter_jpegs(datas: List[Tensor], chunk: int = 2048, bar: Any = None, size: Optional[int] = None,
+                chunk_bytes: int = 8 << 20) -> Iterator[Optional[np.ndarray]]:
     """torchvision's libjpeg decoder over threads (it releases the GIL): CIFAR-10's 50,000 JPEGs take ~14 s on one
-    core, so a 16-core machine would spend most of a short GPU run's start decoding. Order is kept; None = bad file.
-    Chunks hold at most `chunk` files and `chunk_bytes` of JPEG (~10x that decoded), each image resized to `size`
-    in its worker, so memory in flight is bounded by the workers, not the dataset. `bar`: advanced per chunk."""
+    core, so a 16-core machine would spend most of a short GPU run's start decoding. Yields in order; None = bad
+    file. Chunks hold at most `chunk` files, `chunk_bytes` of JPEG (~10x that decoded) and ~32 MB resized, each image
+    resized to `size` in its worker, so memory in flight is bounded by the workers, not the dataset. `bar`: per
+    chunk."""
     from concurrent.futures import ThreadPoolExecutor
+    if size is not None:  # and at most ~32 MB decoded per chunk (an upscaled split: 1,365 images at 128x128)
+        chunk = min(chunk, max(1, (32 << 20) // (3 * size * size)))
     chunks = _chunks(datas, chunk, chunk_bytes)
     workers = min(len(chunks), os.cpu_count() or 1, 32)
-    out: List[Optional[np.ndarray]] = []
     with ThreadPoolExecutor(max(workers, 1)) as pool:
         for part in (map if workers <= 1 else pool.map)(lambda c: _decode_jpeg_chunk(c, size), chunks):
-            out.extend(part)
             if bar is not None:
                 bar.update(len(part))
-    return out
+            yield from part
+
+
+def _decode_jpegs(datas: List[Tensor], **kw) -> List[Optional[np.ndarray]]:
+    """`_iter_jpegs` as a list."""
+    return list(_iter_jpegs(datas, **kw))
+
+
+def split_bytes(n: int, size: int) -> int:
+    """Bytes of `n` decoded RGB images at `size` x `size`: what a split takes in memory as one uint8 tensor."""
+    return n * 3 * size * size
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this machine can still give without swapping (Linux's MemAvailable); None where unknown."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def decode_images(
@@ -227,25 +250,40 @@ def decode_images(
     from PIL import Image
     if on_error not in ('skip', 'raise'):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-    bar = _bar(progress, total=len(blobs), unit='img')
-    out: List[Optional[np.ndarray]] = [None] * len(blobs)
+    n = len(blobs)
+    bar = _bar(progress, total=n, unit='img')
+    # with `size` known, each image goes straight into the result (N, 3, S, S): the split is in memory once, not as
+    # a list of arrays, then their stack, then its channels-first copy (3x, measured); without it they are held
+    out = torch.empty((n, 3, size, size), dtype=torch.uint8) if size is not None else None
+    out_np = out.numpy() if out is not None else None  # the same memory, written through numpy: PIL's arrays
+    held: List[Optional[np.ndarray]] = [None] * n
+    ok = [False] * n
+
+    def put(i: int, arr: np.ndarray) -> None:
+        if out is None:
+            held[i] = arr
+        else:
+            out_np[i] = arr.transpose(2, 0, 1)  # are read-only, which torch.from_numpy warns about
+        ok[i] = True
+
     jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff']
     jpegs = set(jpeg_idx)
     if jpeg_idx:
         with warnings.catch_warnings():  # read-only views of the files' bytes (no copy); the decoder only reads
             warnings.filterwarnings('ignore', message='The given buffer is not writable')
             datas = [torch.frombuffer(blobs[i], dtype=torch.uint8) for i in jpeg_idx]
-        for i, arr in zip(jpeg_idx, _decode_jpegs(datas, bar=bar, size=size)):
-            out[i] = arr
+        for i, arr in zip(jpeg_idx, _iter_jpegs(datas, bar=bar, size=size)):
+            if arr is not None:
+                put(i, arr)
         del datas
     bad: List[str] = []
     dim16: List[bool] = []
     for i, b in enumerate(blobs):
-        if out[i] is None:
+        if not ok[i]:
             try:
                 with Image.open(io.BytesIO(b)) as img:
                     img.load()
-                    out[i] = _shrink(_to_rgb_uint8(img, dim16), size)
+                    put(i, _shrink(_to_rgb_uint8(img, dim16), size))
             except Exception as e:
                 if on_error == 'raise':
                     _close(bar)
@@ -254,19 +292,28 @@ def decode_images(
             if bar is not None and i not in jpegs:  # (a JPEG retried here was counted with its chunk)
                 bar.update(1)
     _close(bar)
-    keep = [i for i in range(len(blobs)) if out[i] is not None]
+    keep = [i for i in range(n) if ok[i]]
     if not keep:
-        raise DataError(f'no readable image among {len(blobs)} files (first: {names[0] if names else "-"})')
-    if size is None:  # the smallest shorter side: a square crop of every image without upscaling any
-        size = min(min(out[i].shape[:2]) for i in keep)
-    arr = np.stack([_resize_center(out[i], size) for i in keep])  # (N, S, S, 3)
+        raise DataError(f'no readable image among {n} files (first: {names[0] if names else "-"})')
+    if out is None:  # the smallest shorter side: a square crop of every image without upscaling any
+        size = min(min(held[i].shape[:2]) for i in keep)
+        out = torch.empty((len(keep), 3, size, size), dtype=torch.uint8)
+        out_np = out.numpy()
+        for j, i in enumerate(keep):
+            out_np[j] = _resize_center(held[i], size).transpose(2, 0, 1)
+            held[i] = None
+    elif len(keep) < n:  # unreadable files leave gaps: close them in place (keep is sorted, so j <= i)
+        for j, i in enumerate(keep):
+            if j != i:
+                out[j] = out[i]
+        out = out[:len(keep)].clone() if len(keep) < n // 2 else out[:len(keep)]
     if bad:
         warnings.warn(f'skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}')
     if any(dim16):
         warnings.warn(f'{sum(dim16)} of {len(dim16)} 16-bit images hold values up to 255 only: 16-bit images are '
                       f'scaled by their full range (65535 -> 255), so these decode near-black. 8-bit data saved as '
                       f'16-bit should be saved as 8-bit')
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), keep
+    return out, keep
 
 
 def _split_and_class(parts: Tuple[str, ...], split_names: Tuple[str, ...]) -> Optional[Tuple[str, str]]:
@@ -403,10 +450,25 @@ def load_dataset(spec: str, split: str = 'train', size: Optional[int] = None, on
             names.append(name)
             blobs.append(data)
             labels.append(ci)
+    _check_fits(len(blobs), size, split, path)
     desc = f'decoding {len(blobs)} {split} images from {path.name}' if progress else None
     images, keep = decode_images(blobs, names, size=size, on_error=on_error, progress=desc)
     labels_t = torch.tensor(labels, dtype=torch.long)[keep]
     return ImageTensors(images, labels_t, classes, str(path), skipped=len(blobs) - len(keep))
+
+
+def _check_fits(n: int, size: Optional[int], split: str, path: Path) -> None:
+    """DataError, before decoding, when a split held as one uint8 tensor cannot fit in this machine's free memory
+    (it would be killed for memory part way through, after minutes of decoding)."""
+    avail = available_memory()
+    if size is None or avail is None or split_bytes(n, size) <= avail:
+        return
+    gib = 2 ** 30
+    fits = avail // (3 * size * size)
+    raise DataError(f'split {split!r} of {path}: {n} images at {size}x{size} take {split_bytes(n, size) / gib:.1f} GiB '
+                    f'in memory (a split is decoded once and held as one uint8 tensor), and this machine has '
+                    f'{avail / gib:.1f} GiB available (each training process holds its own copy). About {fits} images '
+                    f'fit at this size: train on a subset of the folder, or at a smaller input size')
 
 
 class ImageDataset(torch.utils.data.Dataset):

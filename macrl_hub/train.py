@@ -143,6 +143,14 @@ def build_macrl(cfg: TrainConfig) -> MACRL:
     return MACRL(encoder, **cfg.macrl_kwargs())
 
 
+def images_fit_on_gpu(images: torch.Tensor, device: torch.device, share: float = 0.25) -> bool:
+    """Whether a split's uint8 tensor should live on the GPU: CIFAR-10's 150 MB does (batches are gathered and
+    augmented there, no copy per step); a set larger than `share` of the GPU's free memory stays in host memory,
+    which leaves the model, optimizer and activations their room."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= share * free
+
+
 def stats_from_data(cfg: TrainConfig) -> bool:
     """True for `--mean auto` / `--std auto` (either or both: the two are computed together); ValueError for 'auto'
     mixed with numbers."""
@@ -362,8 +370,11 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                              f'(std 0: every training pixel has the same value there); give --mean/--std as numbers')
         set_data_config(model.encoder, mean, std)
         cfg = dataclasses.replace(cfg, mean=mean, std=std)
-    if device.type == 'cuda':  # CIFAR-sized sets live on the GPU: batches and augmentation stay there
+    if device.type == 'cuda' and images_fit_on_gpu(data.images, device):  # batches and augmentation stay there
         data.images = data.images.to(device)
+    elif device.type == 'cuda' and master:  # each step's batch is gathered in host memory and copied over
+        print(f'macrl train: the {data.images.numel() / 2 ** 30:.1f} GiB of training images stay in host memory '
+              f'(more than a quarter of the GPU\'s free memory); each batch is copied to the GPU', flush=True)
     n = len(data)
     test_data, problem = None, ''
     if master and (cfg.knn_every or cfg.final_knn):

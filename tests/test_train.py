@@ -577,3 +577,14 @@ def test_an_ignored_signal_stays_ignored(small_folder, tmp_path, monkeypatch):
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_a_split_larger_than_a_quarter_of_free_gpu_memory_stays_in_host_memory(monkeypatch):
+    """CIFAR-sized sets are moved to the GPU (batches gathered and augmented there); a larger one would take the
+    memory the model and activations need (a CUDA out-of-memory at the start), so it stays on the host."""
+    from macrl_hub.train import images_fit_on_gpu
+    images = torch.zeros(1000, 3, 32, 32, dtype=torch.uint8)  # 3,072,000 bytes
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (4 * 3_072_000, 80 * 2 ** 30))
+    assert images_fit_on_gpu(images, torch.device('cuda'))
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (4 * 3_072_000 - 4, 80 * 2 ** 30))
+    assert not images_fit_on_gpu(images, torch.device('cuda'))
