@@ -8,8 +8,9 @@
     macrl eval classify --model macrl_vit_tiny_p4_cifar.cifar10_lin --data ...  # a classifier tag as it is
     macrl eval knn --model macrl_vit_tiny_p4_cifar --random-init --data ...   # the chance-level reference
 
---model is a timm name (with a tag: published weights), a training checkpoint (`.pth` from
-`macrl train`), or a model folder (`model.safetensors` + `config.json`, as under model_cards/).
+--model is a timm name (with a tag: published weights; `--model-args` as in timm.create_model), timm's
+`hf-hub:<repo>` or `local-dir:<folder>`, a training checkpoint (`.pth` from `macrl train`), or a model folder
+(`model.safetensors` + `config.json`, as under model_cards/; or that folder's model.safetensors).
 Each command ends by printing one JSON line with the metric(s), the config and the wall time
 (also written to --json-out if given).
 """
@@ -37,14 +38,40 @@ __all__ = ['PROTOCOLS', 'build_parser', 'load_encoder', 'model_source', 'save_mo
            'eval_knn_linear', 'eval_finetune', 'eval_classify', 'eval_record', 'write_eval_record', 'main']
 
 
-def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None) -> nn.Module:
-    """A timm encoder from a model name[.tag], a `macrl train` checkpoint or a model folder; `pretrained=False`: the
-    same architecture with a random init (the chance-level reference), whichever the spec."""
+TIMM_PREFIXES = ('hf-hub:', 'local-dir:')
+
+
+def _model_path(spec: str) -> Path:
+    """The file or folder a --model spec names: a model folder's own model.safetensors stands for the folder; a
+    training run's folder is refused, naming its checkpoint; a bare .safetensors file is refused (it does not say
+    which architecture it holds)."""
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == '.safetensors':
+        if path.name == 'model.safetensors' and (path.parent / 'config.json').is_file():
+            return path.parent
+        raise ValueError(f'{path}: a bare safetensors file does not say which architecture it holds; pass a model '
+                         f'folder (model.safetensors + config.json, as `macrl export` writes one) or a checkpoint')
+    if path.is_dir() and (path / 'checkpoint.pth').is_file() and not (path / 'model.safetensors').is_file():
+        raise ValueError(f'{path} is a `macrl train` run folder, not a model folder: pass its checkpoint, '
+                         f'--model {path / "checkpoint.pth"} (or `macrl export` it to a model folder first)')
+    return path
+
+
+def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] = None,
+                 model_args: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """A timm encoder from a model name[.tag], timm's hf-hub:/local-dir: ids, a `macrl train` checkpoint or a model
+    folder; `pretrained=False`: the same architecture with a random init (the chance-level reference), whichever the
+    spec. `model_args`: timm.create_model keywords, for a name or hub id only (a checkpoint or folder has its own)."""
     import timm
     from . import models  # noqa: F401  (registers macrl_vit_*)
     from .models import checkpoint_data_config, checkpoint_filter_fn, set_data_config
-    path = Path(spec).expanduser()
     kw = {} if num_classes is None else {'num_classes': num_classes}
+    if spec.startswith(TIMM_PREFIXES):
+        return _create(spec, pretrained, {**(model_args or {}), **kw})
+    path = _model_path(spec)
+    if model_args and path.exists():
+        raise ValueError(f'--model-args applies to a timm name; {spec} builds its architecture from its own '
+                         f'record: drop --model-args')
     if path.is_dir():
         if not (path / 'config.json').is_file():
             raise ValueError(f'model folder {path} has no config.json (expected model.safetensors + config.json)')
@@ -65,6 +92,11 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
         return model
     if path.suffix in ('.pth', '.pt', '.safetensors', '.ckpt') or '/' in spec:
         raise ValueError(f'model {spec!r} not found: no such file or folder')
+    return _create(spec, pretrained, {**(model_args or {}), **kw})
+
+
+def _create(spec: str, pretrained: bool, kw: Dict[str, Any]) -> nn.Module:
+    import timm
     try:
         return timm.create_model(spec, pretrained=pretrained, **kw)
     except RuntimeError as e:
@@ -73,28 +105,30 @@ def load_encoder(spec: str, pretrained: bool = True, num_classes: Optional[int] 
         raise
 
 
-def model_source(spec: str) -> Tuple[str, Dict[str, Any]]:
+def model_source(spec: str, model_args: Optional[Dict[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
     """(architecture, model_args) behind a `load_encoder` spec, to write a config.json that rebuilds the model."""
-    path = Path(spec).expanduser()
+    if spec.startswith('local-dir:'):
+        spec = spec[len('local-dir:'):]
+    path = _model_path(spec) if not spec.startswith('hf-hub:') else None
+    if path is None:
+        from timm.models._hub import load_model_config_from_hf
+        _, arch, hub_args = load_model_config_from_hf(spec[len('hf-hub:'):])
+        return arch, {**dict(hub_args or {}), **(model_args or {})}
     if path.is_dir():
         cfg = json.loads((path / 'config.json').read_text())
         return cfg.get('macrl_architecture', cfg['architecture']), dict(cfg.get('model_args') or {})
     if path.is_file():
         ck = load_checkpoint(path)
         return ck['arch'], dict(ck.get('model_args') or {})
-    if spec.startswith('hf-hub:'):
-        from timm.models._hub import load_model_config_from_hf
-        _, arch, model_args = load_model_config_from_hf(spec[len('hf-hub:'):])
-        return arch, dict(model_args or {})
-    return spec.split('.', 1)[0], {}
+    return spec.split('.', 1)[0], dict(model_args or {})
 
 
 def save_model_folder(model: nn.Module, spec: str, folder: str, tag: str,
-                      label_names: Optional[list] = None) -> Path:
+                      label_names: Optional[list] = None, model_args: Optional[Dict[str, Any]] = None) -> Path:
     """`model` (e.g. fine-tuned from `spec`) as a timm model folder: model.safetensors + config.json, loadable with
     `timm.create_model('local-dir:<folder>', pretrained=True)` or `macrl eval classify --model <folder>`."""
     from .export import write_model_files
-    arch, model_args = model_source(spec)
+    arch, model_args = model_source(spec, model_args)
     write_model_files(model, Path(folder), arch, model_args, tag,
                       label_names=list(label_names) if label_names else None)
     return Path(folder)
@@ -244,6 +278,8 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
                               f'another --out')
     size, mean, std = data_config(model)
     train, test = _load_splits(data, size, n_train, n_test, seed)
+    # what a resume must find again: the same images by count and classes, wherever --data now points
+    settings.update(n_train_images=len(train), n_test_images=len(test), classes=list(train.classes))
     _seed_everything(seed)  # the augmentations draw from python's and numpy's RNGs too
     model.reset_classifier(len(train.classes))
     model.to(device)
@@ -257,6 +293,9 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
         raise ValueError(f'--batch-size {batch_size} is larger than the train split ({len(train)} images)')
     total = epochs * steps_per_epoch
     warm = min(warmup_epochs * steps_per_epoch, total // 2)  # short runs: warm up for half at most
+    if warm < warmup_epochs * steps_per_epoch:
+        print(f'finetune: --warmup-epochs {warmup_epochs} is more than half of {epochs} epochs: warming up for '
+              f'{warm / steps_per_epoch:g} (recorded as warmup_epochs)', file=sys.stderr, flush=True)
     step, epoch_loss, start = 0, [], 0
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')  # fp16: small gradients would underflow
     if ck_path and ck_path.exists():
@@ -287,7 +326,7 @@ def eval_finetune(model: nn.Module, data: str, epochs: int = 100, batch_size: in
             _save_finetune(ck_path, settings, epoch + 1, step, epoch_loss, model, opt, gen, scaler)
     return {'finetune_top1': _top1(model, test, device, precision), 'n_train': len(train), 'n_test': len(test),
             'finetune_epochs': epochs, 'finetune_lr': lr, 'finetune_weight_decay': weight_decay,
-            'layer_decay': layer_decay, 'warmup_epochs': warmup_epochs,
+            'layer_decay': layer_decay, 'warmup_epochs': warm / steps_per_epoch,
             'train_loss_per_epoch': [round(v, 4) for v in epoch_loss], 'label_names': train.classes}
 
 
@@ -344,7 +383,9 @@ def _restore_finetune(path: Path, settings: Dict[str, Any], model: nn.Module, op
     if ck['settings'].get('init_sha256') != settings['init_sha256']:
         raise ValueError(f'{path} is a fine-tune of other weights than this --model (init_sha256 differs): choose '
                          'another --out for this model')
-    diff = {k: (ck['settings'].get(k), v) for k, v in settings.items() if ck['settings'].get(k) != v}
+    saved = ck['settings']  # the data by its images (a moved folder resumes); by its path in older checkpoints
+    skip = {'data'} if 'classes' in saved else set()
+    diff = {k: (saved[k], v) for k, v in settings.items() if k in saved and k not in skip and saved[k] != v}
     if diff:
         raise ValueError(f'{path} was fine-tuned with other settings; to resume it, pass the same ones: '
                          + ', '.join(f'{k} (checkpoint {a!r}, now {b!r})' for k, (a, b) in diff.items()))
@@ -411,7 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = argparse.ArgumentParser(add_help=False)  # every protocol
     run.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
     run.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
-    run.add_argument('--random-init', action='store_true', help='evaluate a random init of --model (reference)')
+    run.add_argument('--model-args', default=None,
+                     help='JSON of timm.create_model keywords for a timm name or hf-hub id, e.g. \'{"img_size": 32, '
+                          '"patch_size": 4}\' (a checkpoint or model folder has its own)')
+    run.add_argument('--random-init', action='store_true',
+                     help='evaluate a random init of --model (reference), drawn with --seed')
     run.add_argument('--n-test', type=int, default=0, help='fixed random subset of the test split (0: all)')
     run.add_argument('--precision', default='auto', choices=PRECISIONS,
                      help='autocast dtype; auto: bf16 on CUDA and on CPUs where native bf16 is faster (AMX; '
@@ -490,16 +535,26 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     if args.protocol in ('linear', 'knn+linear') and args.warmup_epochs and args.warmup_epochs > args.epochs / 2:
         parser.error(f'--warmup-epochs {args.warmup_epochs:g} leaves no decay in a {args.epochs}-epoch probe: at most '
                      f'half of it warms up (--warmup-epochs {args.epochs / 2:g} or less, or more --epochs)')
+    if getattr(args, 'k', None) is not None and (min(args.k) < 1 or not args.temperature > 0):
+        parser.error(f'--k needs numbers >= 1 and --temperature a number > 0; got --k {" ".join(map(str, args.k))} '
+                     f'--temperature {args.temperature:g}')
     keep_freed_memory()  # CPU feature extraction: no page faults on every batch's activations
     if args.threads:
         torch.set_num_threads(args.threads)
     data = args.data or default_data()
     if data is None:
         parser.error('no dataset: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
-    t0 = time.time()
-    model = load_encoder(args.model, pretrained=not args.random_init)
-    weights = fingerprints(model)  # the record names the weights it measured (export checks it)
+    model_args = _json_arg(parser, '--model-args', args.model_args)
     device = torch.device(args.device) if args.device else None
+    if device is not None and device.type == 'cuda' and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: this machine has no CUDA GPU torch can use (torch {torch.__version__}'
+                     f'{", built without CUDA" if not torch.backends.cuda.is_built() else ""}); drop --device')
+    for flag in ('json_out', 'save_head'):  # before the work: a path that cannot be written fails now, not after it
+        _check_output_file(parser, '--' + flag.replace('_', '-'), getattr(args, flag, None))
+    t0 = time.time()
+    torch.manual_seed(args.seed)  # --random-init: the same init for the same --seed (and a fine-tune resumes it)
+    model = load_encoder(args.model, pretrained=not args.random_init, model_args=model_args)
+    weights = fingerprints(model)  # the record names the weights it measured (export checks it)
     if device:
         model.to(device)
     common = dict(n_train=getattr(args, 'n_train', 0), n_test=args.n_test, precision=args.precision, device=device,
@@ -519,15 +574,48 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
                             weight_decay=args.weight_decay, layer_decay=args.layer_decay,
                             warmup_epochs=args.warmup_epochs, out=args.out,
                             resume=args.resume, **common)
-        if args.out:
-            save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'])
     record = eval_record(args.protocol, args.model, data, res, t0,
                          'macrl eval ' + ' '.join(sys.argv[1:] if argv is None else argv), args.random_init, args.seed,
                          weights)
-    print(json.dumps(record))
+    if model_args:
+        record['model_args'] = model_args
+    print(json.dumps(record), flush=True)  # the numbers first: nothing written after them can lose them
     if args.json_out:
         write_eval_record(record, args.json_out)
+    if args.protocol == 'finetune' and args.out:
+        save_model_folder(model, args.model, args.out, tag='finetuned', label_names=res['label_names'],
+                          model_args=model_args)
     return record
+
+
+def _json_arg(parser: argparse.ArgumentParser, flag: str, value: Optional[str]) -> Dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        parser.error(f'{flag} is not valid JSON ({e}): {value}')
+    if not isinstance(parsed, dict):
+        parser.error(f'{flag} must be a JSON object of keywords, e.g. \'{{"img_size": 32}}\'; got {value}')
+    return parsed
+
+
+def _check_output_file(parser: argparse.ArgumentParser, flag: str, value: Optional[str]) -> None:
+    """parser.error when `value` cannot become a file: a folder, or below a file, or in a folder not writable."""
+    if not value:
+        return
+    import os
+    path = Path(value).expanduser()
+    if path.is_dir():
+        example = path / ('head.safetensors' if 'head' in flag else 'eval.json')
+        parser.error(f'{flag} {value} is a folder: give a file path in it, e.g. {example}')
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        parser.error(f'{flag} {value}: {parent} is a file, so nothing can be written below it')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        parser.error(f'{flag} {value}: {parent} is not writable')
 
 
 def eval_record(protocol: str, model: str, data: str, res: Dict[str, Any], t0: float, command: str,

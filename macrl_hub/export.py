@@ -36,7 +36,10 @@ _STOCK = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224'}
 
 def _geometry(model) -> Dict[str, Any]:
     """The VisionTransformer keywords a card describes, read off a built model (for a stock timm arch, whose
-    checkpoint's model_args hold only what the user changed)."""
+    checkpoint's model_args hold only what the user changed); {} for another family (e.g. a ResNet fine-tuned by
+    `macrl eval finetune`), whose name and model_args rebuild it as they are."""
+    if not (hasattr(model, 'patch_embed') and hasattr(model, 'blocks')):
+        return {}
     return dict(img_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
                 embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=model.blocks[0].attn.num_heads,
                 global_pool=model.global_pool)
@@ -88,7 +91,8 @@ def plain_timm_config(model, arch: str, model_args: Dict[str, Any], tag: str,
         'architecture': stock,
         'num_classes': num_classes,
         'num_features': model.num_features,
-        'global_pool': model.global_pool,
+        # as timm's own save_config: only a pooling named by a string (a CNN's global_pool is a module)
+        **({'global_pool': model.global_pool} if isinstance(getattr(model, 'global_pool', None), str) else {}),
         'model_args': args,
         'pretrained_cfg': json.loads(json.dumps(cfg, default=list)),
         'macrl_architecture': arch,

@@ -21,12 +21,18 @@ def knn_predict(
         k: int = 200,
         t: float = 0.07,
 ) -> Tensor:
-    """feature: (B, D), bank: (N, D), both L2-normalised; bank_labels: (N,) -> (B, num_classes) scores."""
+    """feature: (B, D), bank: (N, D), both L2-normalised; bank_labels: (N,) -> (B, num_classes) scores.
+
+    The weights are exp((s - s_max) / t), s_max each row's top similarity: the same votes up to a per-row factor (so
+    the same prediction), finite at any t > 0. exp(s / t) itself overflows float32 once t < ~0.0113, every neighbour
+    then weighs inf, and the prediction falls to class 0."""
+    if k < 1 or not t > 0:
+        raise ValueError(f'kNN needs k >= 1 and a temperature t > 0, got k={k}, t={t}')
     k = min(k, bank.shape[0])
     sim = feature @ bank.t()  # (B, N)
-    sim_w, idx = sim.topk(k, dim=1)  # (B, k)
+    sim_w, idx = sim.topk(k, dim=1)  # (B, k), sorted: column 0 is the row's largest
     labels = bank_labels[idx]  # (B, k)
-    w = (sim_w / t).exp()
+    w = ((sim_w - sim_w[:, :1]) / t).exp()
     scores = torch.zeros(feature.shape[0], num_classes, device=feature.device, dtype=w.dtype)
     return scores.scatter_add_(1, labels, w)
 

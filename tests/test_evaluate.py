@@ -270,3 +270,84 @@ def test_export_puts_on_a_card_only_numbers_measured_on_its_weights(trained_ckpt
         export(str(trained_ckpt), 'macrl_vit_tiny_p4_cifar.mine', str(tmp_path / 'bad'),
                [str(tmp_path / 'random.json')])
     assert not (tmp_path / 'bad').exists()
+
+
+def test_model_specs_timm_ids_a_folders_model_safetensors_and_run_folders(trained_ckpt, tmp_path):
+    """timm's `local-dir:` (and `hf-hub:`) ids reach timm (they were 'not found'); a model folder's own
+    model.safetensors stands for the folder; a bare safetensors file and a training run's folder get errors that
+    say what to pass instead (a KeyError and 'not found' before)."""
+    import shutil
+    from macrl_hub.evaluate import model_source, save_model_folder
+    folder = save_model_folder(load_encoder(str(trained_ckpt)), str(trained_ckpt), str(tmp_path / 'folder'), 'x')
+    want = load_encoder(str(folder)).state_dict()
+    for spec in (f'local-dir:{folder}', str(folder / 'model.safetensors')):
+        got = load_encoder(spec).state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), spec
+        assert model_source(spec) == model_source(str(folder))
+    shutil.copy(folder / 'model.safetensors', tmp_path / 'weights.safetensors')
+    with pytest.raises(ValueError, match='a bare safetensors file does not say which architecture'):
+        load_encoder(str(tmp_path / 'weights.safetensors'))
+    with pytest.raises(ValueError, match=r'is a `macrl train` run folder, not a model folder: pass its checkpoint, '
+                                         r'--model .*checkpoint.pth'):
+        load_encoder(str(trained_ckpt.parent))
+    with pytest.raises(ValueError, match='--model-args applies to a timm name'):
+        load_encoder(str(trained_ckpt), model_args={'depth': 3})
+
+
+def test_random_init_follows_the_seed_and_model_args_reach_timm(small_folder):
+    """`--random-init` draws its weights from --seed: the chance-level reference is one number per seed (it changed
+    on every run, and a random-init fine-tune could not be resumed). `--model-args` builds a timm name as
+    timm.create_model would, and the record keeps them."""
+    args = ['knn', '--model', 'macrl_vit_tiny_p4_cifar', '--random-init', '--data', str(small_folder), '--k', '5',
+            '--model-args', '{"depth": 2, "embed_dim": 32, "num_heads": 2}', '--precision', 'fp32']
+    a, b, c = (eval_main(args + ['--seed', s]) for s in ('3', '3', '4'))
+    assert a['weights_sha256'] == b['weights_sha256'] != c['weights_sha256']
+    assert a['knn_top1_k5'] == b['knn_top1_k5']
+    assert a['model_args'] == {'depth': 2, 'embed_dim': 32, 'num_heads': 2}
+    with pytest.raises(SystemExit):
+        eval_main(args[:-4] + ['--model-args', '[2]'])
+
+
+def test_bad_flags_and_unwritable_outputs_fail_before_any_work(small_folder, tmp_path, monkeypatch, capsys):
+    """--k 0 / --temperature 0 (chance-level numbers, accepted before), and a --json-out or --save-head that cannot
+    be written (it failed after the whole evaluation, losing the head and the record), are refused up front."""
+    from macrl_hub import evaluate
+    monkeypatch.setattr(evaluate, 'load_encoder', lambda *a, **k: pytest.fail('the evaluation started'))
+    (tmp_path / 'a_file').write_text('')
+    base = ['--model', 'macrl_vit_tiny_p4_cifar', '--data', str(small_folder)]
+    for argv, msg in ((['knn', *base, '--k', '0'], '--k needs numbers >= 1'),
+                      (['knn', *base, '--temperature', '0'], 'and --temperature a number > 0'),
+                      (['knn', *base, '--json-out', str(tmp_path)], 'is a folder: give a file path in it'),
+                      (['knn+linear', *base, '--save-head', str(tmp_path / 'a_file' / 'head.safetensors')],
+                       'is a file, so nothing can be written below it')):
+        with pytest.raises(SystemExit):
+            eval_main(argv)
+        assert msg in capsys.readouterr().err, argv
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            eval_main(['knn', *base, '--device', 'cuda'])
+        assert 'no CUDA GPU torch can use' in capsys.readouterr().err
+
+
+def test_finetune_another_family_moved_data_and_the_warmup_it_ran(trained_ckpt, small_folder, tmp_path, capsys):
+    """A non-ViT (a ResNet) fine-tuned with --out saves a folder that classifies as reported (it crashed after
+    training, losing the number); the record is printed before the folder is written. A resume finds the data by
+    its images, not by how --data is spelled (a moved folder continues; other images are refused). A warmup longer
+    than half the run is capped, said, and recorded as run."""
+    import shutil
+    args = ['finetune', '--model', 'resnet10t', '--random-init', '--data', str(small_folder), '--epochs', '2',
+            '--batch-size', '32', '--n-train', '64', '--precision', 'fp32', '--threads', '1', '--out',
+            str(tmp_path / 'ft')]
+    rec = eval_main(args)
+    assert rec['warmup_epochs'] == 1.0 and '--warmup-epochs 5 is more than half of 2 epochs' in capsys.readouterr().err
+    shipped = eval_main(['classify', '--model', str(tmp_path / 'ft'), '--data', str(small_folder), '--precision',
+                         'fp32'])
+    assert shipped['classify_top1'] == rec['finetune_top1']
+    moved = tmp_path / 'moved'
+    shutil.copytree(small_folder, moved)
+    again = eval_main([a if a != str(small_folder) else str(moved) + '/' for a in args] + ['--resume'])
+    assert again['finetune_top1'] == rec['finetune_top1']
+    for f in list((moved / 'test').rglob('*.png'))[:3]:
+        f.unlink()
+    with pytest.raises(ValueError, match=r'n_test_images \(checkpoint 64, now 61\)'):
+        eval_main([a if a != str(small_folder) else str(moved) for a in args] + ['--resume'])
