@@ -156,7 +156,9 @@ def write_model_card(folder: Path, name: str, config: Dict[str, Any], ck: Dict[s
     from .pretrained import hub_repo_id
     arch, tag = name.split('.', 1)
     dataset_key = tag.split('_')[0]
-    dataset = _DATASETS.get(dataset_key, dataset_key)
+    # a Hub dataset id; for a tag of the user's own data, `imagefolder` (the Hub's generic image-folder loader, which
+    # transformers' own cards name for local data), never an id made up from the tag
+    dataset = _DATASETS.get(dataset_key, 'imagefolder')
     results = []
     for ev in evals:
         for key in METRIC_NAMES:

@@ -50,7 +50,7 @@ def _download_one(name: str, to: Path) -> Path:
         except PretrainedWeightsError:  # a corrupt copy (a cache's): the Hub's, once
             fetch(WEIGHTS_FILE, force=True)
             check_sha256(staging / WEIGHTS_FILE, name, fix=republished(name, repo_id) +
-                         f' Nothing was written to {folder}.')
+                         f' Nothing was written to {folder}.', shown=f'{WEIGHTS_FILE} of {hub_endpoint()}/{repo_id}')
         folder.mkdir(exist_ok=True)
         for f in MODEL_FILES:
             os.replace(staging / f, folder / f)
@@ -64,7 +64,13 @@ def download(names: List[str], to: Optional[os.PathLike] = None) -> List[Path]:
     """
     to = Path(to).expanduser() if to else weights_dir()
     names = [published_name(n) for n in names]
-    return [_download_one(name, to) for name in dict.fromkeys(names)]
+    made = not to.exists()
+    try:
+        return [_download_one(name, to) for name in dict.fromkeys(names)]
+    except BaseException:
+        if made and to.is_dir() and not any(to.iterdir()):  # a failed first download leaves no empty folder
+            to.rmdir()
+        raise
 
 
 def main(argv: Optional[list] = None) -> List[Path]:

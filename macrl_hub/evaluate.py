@@ -182,7 +182,7 @@ def eval_linear(model: nn.Module, data: str, epochs: int = 100, batch_size: int 
     ftr, fte = _features(model, train, test, precision, device)
     aug = _augmented_features(model, train, precision, device, seed) if augment else None
     return _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug,
-                   warmup_epochs)
+                   warmup_epochs, fingerprints(model) if save_head else None)
 
 
 def _augmented_features(model: nn.Module, train, precision: str, device, seed: int):
@@ -215,7 +215,7 @@ def eval_knn_linear(model: nn.Module, data: str, ks=(20, 200), t: float = 0.07, 
     aug = _augmented_features(model, train, precision, device, seed) if augment else None
     return {**_knn(ftr, fte, train, test, ks, t),
             **_linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay, aug,
-                      warmup_epochs)}
+                      warmup_epochs, fingerprints(model) if save_head else None)}
 
 
 def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
@@ -229,7 +229,9 @@ def _knn(ftr, fte, train, test, ks, t) -> Dict[str, Any]:
 
 
 def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save_head, weight_decay=0.0,
-            aug=None, warmup_epochs: float = 0.0) -> Dict[str, Any]:
+            aug=None, warmup_epochs: float = 0.0, encoder: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """`encoder`: the frozen encoder's `fingerprints`, kept in the saved head's metadata (`macrl export --head` refuses
+    a head probed on other weights than the checkpoint it exports)."""
     probe, stats = train_linear_probe(aug or ftr, train.labels, len(train.classes), epochs, batch_size, lr,
                                       weight_decay=weight_decay, optimizer=optimizer, seed=seed,
                                       test=(fte, test.labels), warmup_epochs=warmup_epochs)
@@ -240,7 +242,7 @@ def _linear(ftr, fte, train, test, epochs, batch_size, lr, optimizer, seed, save
         from .weights import save_safetensors
         head = fold_head(probe)
         save_safetensors({'head.weight': head['weight'], 'head.bias': head['bias']}, save_head,
-                         metadata={'label_names': json.dumps(train.classes)})
+                         metadata={'label_names': json.dumps(train.classes), **(encoder or {})})
     return {'linear_top1': stats['test_top1'], 'linear_train_top1': stats['train_top1'], 'n_train': len(train),
             'n_test': len(test), 'probe_epochs': epochs, 'probe_lr': lr, 'probe_optimizer': optimizer,
             'probe_weight_decay': weight_decay, 'probe_augment': aug is not None,

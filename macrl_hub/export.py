@@ -18,9 +18,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 
 from .models import (MACRL_ARCHS, NORMALIZATION, PIPELINE_CFG, PROVENANCE, architecture_args, cfg_differences,
                      cfg_flags, checkpoint_data_config, checkpoint_filter_fn, declared_cfg, set_data_config)
@@ -40,9 +41,20 @@ def _geometry(model) -> Dict[str, Any]:
     `macrl eval finetune`), whose name and model_args rebuild it as they are."""
     if not (hasattr(model, 'patch_embed') and hasattr(model, 'blocks')):
         return {}
-    return dict(img_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
-                embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=model.blocks[0].attn.num_heads,
-                global_pool=model.global_pool)
+    block = model.blocks[0]
+    args = dict(img_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
+                embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=block.attn.num_heads,
+                global_pool=model.global_pool,  # and what a stock name's defaults may not match (a MACRL ViT
+                class_token=getattr(model, 'cls_token', None) is not None,  # loaded by a stock name through hf-hub:
+                fc_norm=not isinstance(getattr(model, 'fc_norm', nn.Identity()), nn.Identity),  # or local-dir:
+                qkv_bias=block.attn.qkv.bias is not None)  # has no class token and an fc_norm)
+    if hasattr(block, 'mlp') and hasattr(block.mlp, 'fc1'):
+        args['mlp_ratio'] = block.mlp.fc1.out_features / model.embed_dim
+    if getattr(model, 'num_reg_tokens', 0):
+        args['reg_tokens'] = model.num_reg_tokens
+    if getattr(model, 'no_embed_class', False):
+        args['no_embed_class'] = True
+    return args
 
 
 def _check_rebuilds(config: Dict[str, Any], model) -> None:
@@ -159,6 +171,40 @@ def save_for_timm(model, folder: str, tag: Optional[str] = None, label_names: Op
                              'finetuned', dtype, label_names, license)
 
 
+def _read_head(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """A linear head from `macrl eval linear --save-head`: exactly head.weight and head.bias (anything else, e.g. a
+    whole model's safetensors, is refused: its tensors would replace the checkpoint's encoder) and its metadata."""
+    from safetensors import safe_open
+    try:
+        sd = load_safetensors(path)
+        with safe_open(path, 'pt') as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise ValueError(f'--head {path} is not a readable safetensors file ({type(e).__name__}: {e})') from None
+    if set(sd) != {'head.weight', 'head.bias'}:
+        others = sorted(set(sd) - {'head.weight', 'head.bias'})
+        raise ValueError(f'--head {path} is not a linear head (head.weight + head.bias, as `macrl eval linear '
+                         f'--save-head` writes): it holds {len(sd)} tensors' +
+                         (f', e.g. {others[:3]}' if others else f': {sorted(sd)}'))
+    return sd, meta
+
+
+def _check_head_fits(path: str, head_sd: Dict[str, torch.Tensor], meta: Dict[str, str], model) -> None:
+    """ValueError for a head of another width, or one probed on other weights than this checkpoint's encoder (its
+    `weights_sha256` metadata, written by `--save-head` since 2026-11-29; heads without it are taken as they are)."""
+    width = head_sd['head.weight'].shape[1]
+    if width != model.num_features or head_sd['head.bias'].shape != head_sd['head.weight'].shape[:1]:
+        raise ValueError(f'--head {path} takes {width}-d features; {model.pretrained_cfg.get("architecture", "this")} '
+                         f'encoder gives {model.num_features}-d: it is a head of another model')
+    probed = {meta.get(k) for k in ('weights_sha256', 'weights_sha256_fp16')} - {None}
+    if probed:
+        from .evaluate import fingerprints
+        if not probed & set(fingerprints(model).values()):
+            raise ValueError(f'--head {path} was trained on other weights than this checkpoint\'s encoder (an '
+                             f'earlier checkpoint of the run, or another run): probe this checkpoint with `macrl '
+                             f'eval linear --model <checkpoint> --save-head ...` and pass that head')
+
+
 def _check_evals_measured_this(evals: List[Dict[str, Any]], paths: List[str], model) -> None:
     """ValueError for an eval record whose numbers are not this model's: one of an untrained encoder
     (`--random-init`), or one whose weights fingerprints differ from this checkpoint's encoder's (each side in fp32
@@ -195,6 +241,19 @@ def check_license(license: str) -> str:
     return license
 
 
+def check_repo_id(repo_id: str, flag: str = '--repo-id') -> str:
+    """`repo_id` if it is a Hub model repo id, <user or org>/<name> (huggingface_hub's own rules), else ValueError."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        if repo_id.count('/') != 1:
+            raise HFValidationError('it needs exactly one "/"')
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f'{flag} must be <user or org>/<name> on the Hub (letters, digits, "-", "_", "."), got '
+                         f'{repo_id!r}: {str(e).splitlines()[0]}') from None
+    return repo_id
+
+
 #: what `export` writes into <out_dir>/<arch>.<tag>/ (other files there are never touched)
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'training_curve.png', 'pretrain.safetensors')
 
@@ -214,6 +273,8 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     if not re.fullmatch(r'[A-Za-z0-9_.-]{1,96}', name) or '..' in name or '--' in name:
         raise ValueError(f'--name {name!r} is also the folder and the Hub repo name: letters, digits, "_", "-" and '
                          '"." only (no spaces or "/", no ".." or "--"), at most 96 characters')
+    if repo_id is not None:  # the card's loading code names it: it must be one the Hub takes
+        check_repo_id(repo_id, '--repo-id')
     arch, tag = name.split('.', 1)
     folder = Path(out_dir) / name
     existing = [f for f in EXPORT_FILES if (folder / f).exists()]
@@ -224,22 +285,21 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     if ck['arch'] != arch:
         raise ValueError(f'checkpoint {checkpoint} is a {ck["arch"]}, not {arch}')
     model_args = dict(ck.get('model_args') or {})
-    head_sd, label_names = None, None
+    head_sd, label_names, head_meta = None, None, {}
     if head:
-        head_sd = load_safetensors(head)
-        from safetensors import safe_open
-        with safe_open(head, 'pt') as f:
-            meta = f.metadata() or {}
-        label_names = json.loads(meta['label_names']) if 'label_names' in meta else None
+        head_sd, head_meta = _read_head(head)
+        label_names = json.loads(head_meta['label_names']) if 'label_names' in head_meta else None
     num_classes = head_sd['head.weight'].shape[0] if head_sd else 0
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **model_args)
     sd = checkpoint_filter_fn(ck['model'], model)
-    if head_sd:
-        sd.update(head_sd)
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (head_sd and k.startswith('head.'))]  # the head comes from --head
     if missing or unexpected:
         raise ValueError(f'checkpoint {checkpoint} does not fit {arch}: missing keys {missing[:8]}, '
                          f'unexpected keys {unexpected[:8]}')
+    if head_sd:
+        _check_head_fits(head, head_sd, head_meta, model)
+        model.head.load_state_dict({k[len('head.'):]: v for k, v in head_sd.items()})
     set_data_config(model, **checkpoint_data_config(ck))  # the run's --mean/--std and input size go to config.json
     _check_declared(model, name)
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]

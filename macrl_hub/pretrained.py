@@ -129,13 +129,14 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_sha256(path: Path, name: str, fix: str = '') -> Path:
+def check_sha256(path: Path, name: str, fix: str = '', shown: Optional[str] = None) -> Path:
     """`path`, if its sha256 is the one published for `name`; else PretrainedWeightsError naming both hashes and
-    the file to delete (for a Hugging Face cache entry, the blob its snapshot link points to), or `fix`."""
+    the file to delete (for a Hugging Face cache entry, the blob its snapshot link points to), or `fix`. `shown`:
+    what to call the file instead of its path (a download's temporary copy, gone when the error is read)."""
     expected, actual = PUBLISHED[name], sha256_file(path)
     if actual != expected:
         real = Path(path).resolve()
-        where = f'{path} (a link to {real})' if real != Path(path).absolute() else str(path)
+        where = shown or (f'{path} (a link to {real})' if real != Path(path).absolute() else str(path))
         raise PretrainedWeightsError(
             f'checksum mismatch for {where}: expected sha256 {expected}, got {actual}. The file is corrupt or not '
             f'the published {name!r}; ' + (fix or f'delete {real} and retry.'))

@@ -27,14 +27,12 @@ def push(folder: str, repo_id: str, private: Optional[bool] = None, revision: Op
     """Commit the model files of `folder` to `repo_id` (see the module docstring); the commit's URL. Everything is
     checked before anything is sent, and the folder changes only after the commit landed."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-    from huggingface_hub.utils import validate_repo_id
+    from .export import check_repo_id
     path = Path(folder)
     missing = [f for f in REQUIRED if not (path / f).is_file()]
     if missing:
         raise ValueError(f'{path} is not a model folder: missing {missing} (make one with `macrl export`)')
-    if repo_id.count('/') != 1:
-        raise ValueError(f'--repo-id must be <user or org>/<name>, got {repo_id!r}')
-    validate_repo_id(repo_id)
+    check_repo_id(repo_id)
     if not get_token():
         raise ValueError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)')
     target = repo_id + (f'@{revision}' if revision else '')
@@ -69,7 +67,7 @@ def push(folder: str, repo_id: str, private: Optional[bool] = None, revision: Op
 
 def _point_card_at(text: str, target: str) -> str:
     """The card with every quoted `'hf-hub:<id>'` of its loading code naming `target` (`org/name[@revision]`)."""
-    return re.sub(r"'hf-hub:[^'\s]+'", lambda m: f"'hf-hub:{target}'", text)
+    return re.sub(r"'hf-hub:[^'\n]+'", lambda m: f"'hf-hub:{target}'", text)  # (any id an older export wrote)
 
 
 def main(argv: Optional[list] = None) -> str:

@@ -250,6 +250,12 @@ def test_card_of_another_encoder_or_dataset_says_what_the_paper_trained(tmp_path
     assert 'linear probe 26.27 points below' in section
     card = _paper_card(tmp_path, 'macrl_vit_tiny_p4_cifar', 'mydata', [LINEAR], {'depth': 1})
     assert 'Compared with the paper' not in card and '## Training' in card
+    # model-index: a Hub dataset id, `imagefolder` for the user's own data (it was `mydata`, made up from the tag)
+    from huggingface_hub import ModelCard
+    meta = ModelCard(card).data.to_dict()
+    assert meta['model-index'][0]['results'][0]['dataset'] == {'name': 'MYDATA', 'type': 'imagefolder',
+                                                               'split': 'test'}
+    assert 'datasets' not in meta
 
 
 def _parsed(argv):

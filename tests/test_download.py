@@ -70,9 +70,15 @@ def test_download_default_folder_and_bare_arch(hub, tmp_path, monkeypatch, capsy
 def test_download_refuses_weights_that_are_not_the_published_ones(hub, tmp_path):
     server, repo = hub
     (repo / 'model.safetensors').write_bytes(DATA + b'tampered')
-    with pytest.raises(PretrainedWeightsError, match='checksum mismatch'):
+    with pytest.raises(PretrainedWeightsError, match='checksum mismatch') as e:
         download([NAME], tmp_path / 'weights')
-    assert list((tmp_path / 'weights').iterdir()) == []  # nothing put in place, no staging left
+    assert 'checksum mismatch for model.safetensors of http' in str(e.value)  # not the staging copy, gone by now
+    assert '.partial' not in str(e.value)
+    assert not (tmp_path / 'weights').exists()  # nothing put in place, no staging, no empty folder left
+    (tmp_path / 'mine').mkdir()  # a folder the user made stays
+    with pytest.raises(PretrainedWeightsError, match='checksum mismatch'):
+        download([NAME], tmp_path / 'mine')
+    assert (tmp_path / 'mine').is_dir() and list((tmp_path / 'mine').iterdir()) == []
 
 
 def test_names_are_checked_before_anything_is_fetched(hub, tmp_path, monkeypatch, capsys):

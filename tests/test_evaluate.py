@@ -351,3 +351,30 @@ def test_finetune_another_family_moved_data_and_the_warmup_it_ran(trained_ckpt, 
         f.unlink()
     with pytest.raises(ValueError, match=r'n_test_images \(checkpoint 64, now 61\)'):
         eval_main([a if a != str(small_folder) else str(moved) for a in args] + ['--resume'])
+
+
+def test_export_takes_only_a_head_probed_on_this_checkpoint(trained_ckpt, small_folder, tmp_path):
+    """`macrl export --head` loads head.weight/head.bias only: a whole model's safetensors (whose tensors replaced the
+    checkpoint's encoder, silently), a head of another width, and a head probed on other weights (its fingerprint,
+    saved by --save-head) are refused, naming the file; so is a --repo-id the Hub would not take."""
+    from macrl_hub.export import export
+    from macrl_hub.weights import save_safetensors
+    arch = torch.load(trained_ckpt, weights_only=True)['arch']
+    head = tmp_path / 'head.safetensors'
+    eval_main(['linear', '--model', str(trained_ckpt), '--data', str(small_folder), '--epochs', '1', '--save-head',
+               str(head)])
+    other = tmp_path / 'other'
+    train(_cfg(small_folder, other, max_steps=1, seed=7))
+    whole = export(str(trained_ckpt), f'{arch}.whole_lin', str(tmp_path / 'cards'), head=str(head))
+    cards = str(tmp_path / 'cards')
+    with pytest.raises(ValueError, match=r'is not a linear head \(head.weight \+ head.bias.*it holds \d+ tensors'):
+        export(str(other / 'checkpoint.pth'), f'{arch}.a_lin', cards, head=str(whole / 'model.safetensors'))
+    with pytest.raises(ValueError, match='was trained on other weights than this checkpoint'):
+        export(str(other / 'checkpoint.pth'), f'{arch}.b_lin', cards, head=str(head))
+    save_safetensors({'head.weight': torch.zeros(10, 7), 'head.bias': torch.zeros(10)}, tmp_path / 'narrow.safetensors')
+    with pytest.raises(ValueError, match='takes 7-d features'):
+        export(str(trained_ckpt), f'{arch}.c_lin', cards, head=str(tmp_path / 'narrow.safetensors'))
+    for bad in ('my org/tiny model', 'https://huggingface.co/me/x', 'me'):
+        with pytest.raises(ValueError, match='--repo-id must be <user or org>/<name>'):
+            export(str(trained_ckpt), f'{arch}.d', cards, repo_id=bad)
+    assert sorted(p.name for p in (tmp_path / 'cards').iterdir()) == [f'{arch}.whole_lin']  # nothing else written

@@ -434,3 +434,28 @@ def test_a_model_fine_tuned_in_user_code_saves_as_a_folder_plain_timm_loads(tmp_
     with pytest.raises(ValueError, match='features_only wrapper'):
         save_for_timm(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, features_only=True, out_indices=(0,)),
                       str(tmp_path / 'f'))
+
+
+def test_save_for_timm_takes_a_model_loaded_by_its_stock_name(tmp_path):
+    """A published encoder loaded the plain-timm way (`local-dir:`/`hf-hub:`: a stock vit_tiny_patch16_224 built with
+    config.json's model_args) and fine-tuned saves too: the geometry read off the model includes what the stock
+    name's defaults differ in (no class token, fc_norm); it was refused ('would not rebuild ... cls_token')."""
+    from macrl_hub.export import save_for_timm
+    src = ROOT / 'model_cards' / 'macrl_vit_tiny_p4_cifar.cifar10'
+    model = timm.create_model(f'local-dir:{src}', pretrained=True, num_classes=3)
+    assert model.pretrained_cfg['architecture'] == 'vit_tiny_patch16_224' and model.cls_token is None
+    config = save_for_timm(model, str(tmp_path / 'mine'), label_names=['a', 'b', 'c'])
+    assert config['model_args']['class_token'] is False and config['model_args']['fc_norm'] is True
+    again = timm.create_model(f'local-dir:{tmp_path / "mine"}', pretrained=True)
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_push_points_every_hub_id_of_a_card_at_its_repo():
+    """push rewrites each quoted 'hf-hub:<id>' of the card's code, whatever an older export put there (an id with
+    spaces was skipped, so the pushed card's code named a repo that cannot exist)."""
+    from macrl_hub.push import _point_card_at
+    text = ("m = timm.create_model('hf-hub:my org/tiny model', pretrained=True)\n"
+            "n = timm.create_model('hf-hub:macrl-hub/x.cifar10', pretrained=True)  # 'not an id'\n")
+    assert _point_card_at(text, 'me/tiny@dev') == text.replace('my org/tiny model', 'me/tiny@dev').replace(
+        'macrl-hub/x.cifar10', 'me/tiny@dev')
