@@ -10,7 +10,7 @@ __all__ = ['TrainConfig', 'add_dataclass_args', 'config_from_args', 'parse_durat
 #: TrainConfig fields passed to `MACRL(...)`.
 MACRL_KEYS = ('objective', 'mask_ratio', 'decoder_dim', 'decoder_depth', 'decoder_heads', 'rec_loss', 'rec_on',
               'norm_pix_loss', 'proj_hidden_dim', 'proj_dim', 'bank_size', 'temperature', 'alpha',
-              'in_batch_negatives', 'freeze_patch_embed', 'views')
+              'in_batch_negatives', 'freeze_patch_embed', 'views', 'pos_embed')
 
 
 @dataclass
@@ -63,6 +63,9 @@ class TrainConfig:
     alpha: float = 0.1
     in_batch_negatives: bool = True
     freeze_patch_embed: bool = False
+    pos_embed: str = field(default='learned', metadata={
+        'help': "the encoder's position embedding: learned (timm's ViT, our default) | sincos (MAE's fixed 2-D "
+                "sin-cos, frozen: the paper's encoder is adapted from MAE; --recipe paper)"})
     views: str = field(default='both', metadata={
         'help': "both: each view masked in the main branch and unmasked in the momentum branch (Algorithm 1); "
                 "asymmetric: view 1 (strong) masked -> main only, view 2 (weak) unmasked -> momentum only (the "

@@ -40,6 +40,9 @@ Choices where the paper is silent or ambiguous (each an argument; see README "De
   unmasked in the momentum branch). Its introduction gives the stronger view (masked) to the main branch and the
   weaker one (unmasked) to the momentum branch only: `views='asymmetric'` is that reading: q1 from x1 alone,
   k2 from x2 alone, loss ctr(q1, k2) + rec(d(z1), x1), half the encoder work per step.
+- `pos_embed='learned'`: the encoder's position embedding is timm's ViT's, learned. The paper's encoder "is adapted
+  from MAE", whose embedding is a fixed 2-D sin-cos code: `pos_embed='sincos'` (`--recipe paper`) sets that and
+  freezes it (`fix_sincos_pos_embed`). Weights and plain timm loading are the same either way.
 
 Speed, not method: `model.momentum_dtype = torch.bfloat16` runs the momentum branch (no gradients) on a bf16 cast
 of its fp32 EMA weights, taken afresh at every call, so the whole key forward (residual stream, LayerNorms,
@@ -53,6 +56,7 @@ from typing import Dict, Optional, Set
 
 import torch
 import torch.nn.functional as F
+from timm.layers import build_sincos2d_pos_embed
 from timm.models import checkpoint_seq
 from torch import Tensor, nn
 
@@ -68,6 +72,7 @@ __all__ = ['MACRL', 'OBJECTIVES', 'VIEWS']
 
 OBJECTIVES = ('macrl', 'mae', 'moco')
 VIEWS = ('both', 'asymmetric')
+POS_EMBEDS = ('learned', 'sincos')
 
 
 class _KeyBranch(nn.Module):
@@ -93,6 +98,22 @@ def _without_dropout(module: nn.Module) -> nn.Module:
         elif isinstance(m, nn.Dropout):
             m.p = 0.0
     return module
+
+
+def fix_sincos_pos_embed(encoder: nn.Module) -> None:
+    """The encoder's position embedding as MAE's: a fixed 2-D sin-cos code of each patch's (row, column), row-major as
+    timm flattens patches, zeros at embedded class/register tokens, frozen (requires_grad False). It stays a
+    parameter of the encoder, so its weights and plain timm loading are unchanged."""
+    pe = getattr(encoder, 'pos_embed', None)
+    if not isinstance(pe, nn.Parameter):
+        raise ValueError("pos_embed='sincos' fixes the encoder's position embedding, and this encoder has none "
+                         "(built with pos_embed='none'); use pos_embed='learned'")
+    grid = list(encoder.patch_embed.grid_size)
+    code = build_sincos2d_pos_embed(grid, pe.shape[-1]).to(pe.dtype)  # (L, D)
+    with torch.no_grad():
+        pe.zero_()
+        pe[:, pe.shape[1] - code.shape[0]:] = code
+    pe.requires_grad_(False)
 
 
 def _check_encoder(encoder: nn.Module) -> None:
@@ -137,6 +158,7 @@ class MACRL(nn.Module):
             in_batch_negatives: bool = True,
             freeze_patch_embed: bool = False,
             views: str = 'both',
+            pos_embed: str = 'learned',
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -147,6 +169,8 @@ class MACRL(nn.Module):
             raise ValueError(f'unknown rec_on {rec_on!r}; allowed: {REC_ON}')
         if views not in VIEWS:
             raise ValueError(f'unknown views {views!r}; allowed: {VIEWS}')
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f'unknown pos_embed {pos_embed!r}; allowed: {POS_EMBEDS}')
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature!r}')
         if alpha < 0:
@@ -180,6 +204,8 @@ class MACRL(nn.Module):
         dim = encoder.num_features
         if freeze_patch_embed:  # MoCo v3's stabiliser; the paper offers it but does not use it
             pe.requires_grad_(False)
+        if pos_embed == 'sincos':  # MAE's encoder, which the paper's is "adapted from" (before the momentum copy)
+            fix_sincos_pos_embed(encoder)
 
         self.decoder: Optional[MACRLDecoder] = None
         if objective in ('macrl', 'mae'):
@@ -198,7 +224,8 @@ class MACRL(nn.Module):
             objective=objective, mask_ratio=self.mask_ratio, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
             decoder_heads=decoder_heads, rec_loss=rec_loss, rec_on=rec_on, norm_pix_loss=norm_pix_loss,
             proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim, bank_size=bank_size, temperature=temperature,
-            alpha=alpha, in_batch_negatives=in_batch_negatives, freeze_patch_embed=freeze_patch_embed, views=views)
+            alpha=alpha, in_batch_negatives=in_batch_negatives, freeze_patch_embed=freeze_patch_embed, views=views,
+            pos_embed=pos_embed)
 
     # -- steps ------------------------------------------------------------------------------------
     def check_views(self, x1: Tensor, x2: Tensor) -> None:

@@ -51,6 +51,8 @@ RECIPES: Dict[str, Dict[str, Tuple[Any, str]]] = {
                             'the one blurred with p 0.1)'),
         'views': ('both', 'Algorithm 1 and Fig. 2: both views through both branches (the introduction reads '
                           'otherwise: --views asymmetric)'),
+        'pos_embed': ('sincos', 'Sec. 3: "The encoder is adapted from MAE", whose ViT has a fixed 2-D sin-cos '
+                                'position embedding (timm\'s ViT, our default, learns one)'),
     },
 }
 

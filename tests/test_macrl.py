@@ -304,3 +304,34 @@ def test_readme_pretraining_example_runs_as_written():
     assert torch.isfinite(ns['losses']['loss']) and int(model.bank.filled) == 2 * 2 * 8
     # the EMA copy starts equal to the encoder: they differ only once optimizer steps have moved the encoder
     assert not torch.equal(model.encoder.blocks[0].attn.qkv.weight, model.momentum_encoder.blocks[0].attn.qkv.weight)
+
+
+def test_sincos_pos_embed_is_maes_fixed_code_and_stays_fixed():
+    """pos_embed='sincos' (--recipe paper): the encoder's position embedding is the 2-D sin-cos code of each patch,
+    row-major, zero at an embedded class token, frozen: no optimizer group holds it, a training step leaves it, and
+    the momentum encoder has the same. 'learned' (default) keeps timm's trainable one."""
+    import timm
+    from timm.layers import build_sincos2d_pos_embed
+    from macrl_hub import MACRL
+    from macrl_hub.train import _param_groups
+    enc = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    model = MACRL(enc, pos_embed='sincos', bank_size=64, proj_hidden_dim=32, proj_dim=16, decoder_dim=32)
+    code = build_sincos2d_pos_embed([8, 8], 192)
+    assert torch.equal(model.encoder.pos_embed[0], code) and not model.encoder.pos_embed.requires_grad
+    assert torch.equal(model.momentum_encoder.pos_embed, model.encoder.pos_embed)
+    held = {id(p) for g in _param_groups(model, 0.01) for p in g['params']}
+    assert id(model.encoder.pos_embed) not in held
+    opt = torch.optim.AdamW([p for g in _param_groups(model, 0.01) for p in g['params']], lr=1e-2)
+    model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))['loss'].backward()
+    opt.step()
+    model.update_momentum(0.5)
+    assert torch.equal(model.encoder.pos_embed[0], code) and torch.equal(model.momentum_encoder.pos_embed[0], code)
+    stock = MACRL(timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=4, depth=1), pos_embed='sincos',
+                  bank_size=64, proj_hidden_dim=32, proj_dim=16, decoder_dim=32)
+    assert torch.equal(stock.encoder.pos_embed[0, 0], torch.zeros(192))  # the class token's slot
+    assert torch.equal(stock.encoder.pos_embed[0, 1:], code)
+    assert MACRL(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), bank_size=64).encoder.pos_embed.requires_grad
+    with pytest.raises(ValueError, match="this encoder has none"):
+        MACRL(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, pos_embed='none'), pos_embed='sincos')
+    with pytest.raises(ValueError, match="unknown pos_embed 'fixed'"):
+        MACRL(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), pos_embed='fixed')

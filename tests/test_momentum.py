@@ -37,3 +37,19 @@ def test_the_momentum_branch_has_no_stochastic_depth():
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.forward_momentum(x), model.forward_momentum(x))
+
+
+def test_the_momentum_branch_has_no_dropout_either():
+    """timm's dropout rates (drop_rate, attn/proj/pos drop) stay in the main branch and are off in the momentum
+    branch, train mode included: two key passes agree, two main-branch passes do not."""
+    import timm
+    from torch import nn
+    from macrl_hub import MACRL
+    enc = timm.create_model('macrl_vit_tiny_p4_cifar', depth=2, drop_rate=0.5, attn_drop_rate=0.5, proj_drop_rate=0.5,
+                            pos_drop_rate=0.5)
+    model = MACRL(enc, bank_size=64, proj_hidden_dim=32, proj_dim=16).train()
+    assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in model.encoder.modules())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.forward_momentum(x), model.forward_momentum(x))
+        assert not torch.equal(model.encoder.forward_features(x), model.encoder.forward_features(x))

@@ -588,3 +588,21 @@ def test_a_split_larger_than_a_quarter_of_free_gpu_memory_stays_in_host_memory(m
     assert images_fit_on_gpu(images, torch.device('cuda'))
     monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (4 * 3_072_000 - 4, 80 * 2 ** 30))
     assert not images_fit_on_gpu(images, torch.device('cuda'))
+
+
+def test_the_trainer_feeds_its_crop_blur_and_momentum_settings_to_the_algorithm(small_folder, tmp_path, monkeypatch):
+    """--crop-min, --blur-p and --solarize-p reach the views' augmentation, and the EMA gets each step's cosine
+    momentum (the config and the log alone would not show either going astray)."""
+    from macrl_hub import train as train_mod
+    from macrl_hub.macrl import MACRL
+    from macrl_hub.momentum import cosine_momentum
+    made, used = [], []
+    real = train_mod.PairAugment
+    monkeypatch.setattr(train_mod, 'PairAugment', lambda *a, **k: made.append(k) or real(*a, **k))
+    real_update = MACRL.update_momentum
+    monkeypatch.setattr(MACRL, 'update_momentum', lambda self, m: used.append(m) or real_update(self, m))
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=4, crop_min=0.08, blur_p=(1.0, 0.1), solarize_p=0.3,
+               momentum=0.9))
+    assert made == [dict(crop_scale=(0.08, 1.0), blur_p=(1.0, 0.1), solarize_p=0.3)]
+    total = 2 * (192 // 32)  # epochs x steps per epoch
+    assert used == pytest.approx([cosine_momentum(s, total, 0.9) for s in range(4)])

@@ -78,3 +78,19 @@ def test_blur_in_a_view_smooths_it():
         return (v[..., 1:, :] - v[..., :-1, :]).abs().mean() + (v[..., :, 1:] - v[..., :, :-1]).abs().mean()
 
     assert float(tv(blurred)) < 0.7 * float(tv(sharp)), (float(tv(blurred)), float(tv(sharp)))
+
+
+def test_view_1_is_the_strong_view_and_colour_jitter_moves_colours():
+    """blur_p is (view 1, view 2): BYOL's 1.0 on the strong view, 0.1 on the weak one, solarization on view 1 only;
+    colour jitter changes each image by its own factors (and leaves it alone at zero strength)."""
+    from macrl_hub.transforms import PairAugment, ViewConfig, color_jitter
+    aug = PairAugment(64, (0.5,) * 3, (0.25,) * 3, blur_p=(1.0, 0.1))
+    assert (aug.view1.blur_p, aug.view2.blur_p) == (1.0, 0.1)
+    assert aug.view1.solarize_p > 0 and aug.view2.solarize_p == 0
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8, generator=g) * 0.5 + 0.25
+    y = color_jitter(x, ViewConfig(jitter_p=1.0), torch.Generator().manual_seed(1))
+    change = (y - x).abs().mean((1, 2, 3))  # (B,)
+    assert (change > 1e-3).all() and change.std() > 1e-3  # every image moved, each by its own amount
+    still = ViewConfig(jitter_p=1.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    assert torch.allclose(color_jitter(x, still, torch.Generator().manual_seed(1)), x, atol=1e-6)
