@@ -17,7 +17,8 @@ __all__ = ['main']
 
 def main(argv: Optional[list] = None) -> Dict[str, Any]:
     from .data import default_data, load_dataset
-    from .evaluate import eval_knn, load_encoder
+    import sys
+    from .evaluate import eval_knn, eval_record, fingerprints, load_encoder, write_eval_record
     from .features import data_config
     from .runtime import keep_freed_memory
     from .transforms import eval_batch
@@ -31,6 +32,8 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     p.add_argument('--n-images', type=int, default=8, help='test images in the attention grid')
     p.add_argument('--out', default='demo')
     a = p.parse_args(argv)
+    if a.n_images < 1:
+        p.error(f'--n-images {a.n_images}: the attention grid shows at least 1 image')
     keep_freed_memory()
     data = a.data or default_data() or 'cifar10'
     t0 = time.time()
@@ -42,8 +45,10 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     res = eval_knn(model, data, splits=splits)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {'eval': 'knn', 'model': a.model, 'data': data, **res, 'wall_time_s': round(time.time() - t0, 1)}
-    (out / 'knn.json').write_text(json.dumps(record) + '\n')
+    # `macrl eval knn`'s record, with the fingerprint of the weights measured (export puts it on their card only)
+    command = 'macrl demo ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    record = eval_record('knn', a.model, data, res, t0, command, weights=fingerprints(model))
+    write_eval_record(record, out / 'knn.json')
     print(json.dumps(record))
     images = test.subset(a.n_images, seed=0).images
     x = eval_batch(images, size, mean, std)

@@ -9,14 +9,17 @@
         folder's pretrain.safetensors; rows: original | masked | reconstruction | reconstruction + visible)
 
 Methods, each a map over the patch grid that is non-negative and sums to 1 per image:
-  last     last-layer attention, averaged over heads and over the query tokens (the class token's row if
-           the model has one): where the final features look.
+  last     last-layer attention, averaged over heads and over the patch tokens as queries (the class token's row
+           for a model that pools its class token, global_pool='token'): where the final features look.
   rollout  attention rollout (Abnar & Zuidema 2020): prod_l (A_l + I)/2 with rows renormalised.
   chefer   Chefer, Gur & Wolf, ICCV 2021 "Generic Attention-model Explainability" (the simple rule):
            R = I; R += mean_h[(grad(A) * A)^+] @ R per block; needs a classifier head (the predicted class
-           is explained). Encoders without a head fall back to rollout.
+           is explained). Encoders without a head get rollout instead, labelled and said so.
 Our encoders have no class token and average the patch tokens, so a token's relevance is the mean of
 its column over all query rows.
+
+Each map is min-max scaled for display; the number in a map's corner is its peak over uniform attention
+(x1.0: every patch alike), so a near-uniform map (an untrained model) reads as such beside a focused one.
 """
 import argparse
 import contextlib
@@ -28,7 +31,8 @@ from torch import Tensor, nn
 
 from .runtime import attention_kernel
 
-__all__ = ['attention_maps', 'capture_attention', 'save_grid', 'reconstruct', 'load_macrl', 'METHODS', 'main']
+__all__ = ['attention_maps', 'capture_attention', 'save_grid', 'peak_over_uniform', 'reconstruct', 'load_macrl',
+           'METHODS', 'main']
 
 METHODS = ('last', 'rollout', 'chefer')
 
@@ -61,12 +65,13 @@ class capture_attention:
         return False
 
 
-def _to_patch_map(R: Tensor, num_prefix: int, grid) -> Tensor:
-    """R: (B, N, N) token relevance -> (B, h, w) over patches, summing to 1."""
-    if num_prefix:
+def _to_patch_map(R: Tensor, num_prefix: int, grid, pooled_by_token: bool = False) -> Tensor:
+    """R: (B, N, N) token relevance -> (B, h, w) over patches, summing to 1: the class token's row where the features
+    are that token (`pooled_by_token`), else the mean of the patch tokens' rows (what global_pool='avg' pools)."""
+    if num_prefix and pooled_by_token:
         r = R[:, 0, num_prefix:]  # the class token's row
     else:
-        r = R.mean(dim=1)  # features average all tokens
+        r = R[:, num_prefix:, num_prefix:].mean(dim=1)  # features average the patch tokens
     r = r.clamp_min(0)
     r = r / r.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return r.reshape(-1, *grid)
@@ -80,6 +85,7 @@ def attention_maps(model: nn.Module, x: Tensor, method: str = 'rollout', target:
         method = 'rollout'  # no head to explain
     grid = tuple(model.patch_embed.grid_size)
     P = model.num_prefix_tokens
+    by_token = getattr(model, 'global_pool', 'token') == 'token'
     was_training = model.training
     model.eval()
     with capture_attention(model, grads=method == 'chefer') as cap:
@@ -98,19 +104,19 @@ def attention_maps(model: nn.Module, x: Tensor, method: str = 'rollout', target:
     B, _, N, _ = A[0].shape
     eye = torch.eye(N).expand(B, N, N)
     if method == 'last':
-        return _to_patch_map(A[-1].mean(1), P, grid)
+        return _to_patch_map(A[-1].mean(1), P, grid, by_token)
     if method == 'rollout':
         R = eye.clone()
         for a in A:
             a = 0.5 * a.mean(1) + 0.5 * eye
             R = (a / a.sum(-1, keepdim=True)) @ R
-        return _to_patch_map(R, P, grid)
+        return _to_patch_map(R, P, grid, by_token)
     R = eye.clone()
     for i, a in enumerate(A):
         g = cap.attn_grad[i].float()
         cam = (g * a).clamp_min(0).mean(1)  # (B, N, N)
         R = R + cam @ R
-    return _to_patch_map(R, P, grid)
+    return _to_patch_map(R, P, grid, by_token)
 
 
 def _colormap(v: Tensor) -> Tensor:
@@ -122,19 +128,27 @@ def _colormap(v: Tensor) -> Tensor:
     return (stops[i] * (1 - f) + stops[i + 1] * f).to(torch.uint8)
 
 
+def peak_over_uniform(m: Tensor) -> float:
+    """A map's largest share over the share of uniform attention (1.0: every patch alike; h*w: one patch only)."""
+    return float(m.max() * m.numel() / m.sum().clamp_min(1e-12))
+
+
 def save_grid(images: Tensor, panels: Dict[str, Tensor], path: Path, scale: int = 4) -> Path:
-    """images: (B, 3, H, W) uint8; panels: name -> (B, h, w) maps. One row per image: the image, then
-    an overlay per panel (map upsampled to the image, min-max scaled for display, blended 50/50)."""
+    """images: (B, 3, H, W) uint8; panels: name -> (B, h, w) maps (a name's lines, '\n'-separated, are drawn one
+    under the other). One row per image: the image, then an overlay per panel (map upsampled to the image, min-max
+    scaled for display, blended 50/50), its peak over uniform attention written in its corner (x1.0: uniform)."""
     from PIL import Image, ImageDraw
     import torch.nn.functional as F
     B, _, H, W = images.shape
     S = (H * scale, W * scale)
     cols = 1 + len(panels)
-    header = 14
+    labels = [name.split('\n') for name in ['image'] + list(panels)]
+    header = 2 + 12 * max(len(lines) for lines in labels)
     canvas = Image.new('RGB', (cols * S[1], header + B * S[0]), 'white')
     draw = ImageDraw.Draw(canvas)
-    for j, name in enumerate(['image'] + list(panels)):
-        draw.text((j * S[1] + 3, 1), name[:S[1] // 6], fill='black')
+    for j, lines in enumerate(labels):
+        for k, line in enumerate(lines):
+            draw.text((j * S[1] + 3, 1 + 12 * k), line[:S[1] // 6], fill='black')
     big = F.interpolate(images.float(), size=S, mode='nearest')  # (B, 3, SH, SW)
     for b in range(B):
         img = big[b].permute(1, 2, 0)
@@ -144,6 +158,8 @@ def save_grid(images: Tensor, panels: Dict[str, Tensor], path: Path, scale: int 
             mm = (mm - mm.min()) / (mm.max() - mm.min()).clamp_min(1e-12)  # display: min-max per map
             over = 0.5 * img + 0.5 * _colormap(mm).float()
             canvas.paste(Image.fromarray(over.to(torch.uint8).numpy()), (j * S[1], header + b * S[0]))
+            draw.text((j * S[1] + 3, header + b * S[0] + 2), f'x{peak_over_uniform(m[b]):.1f}', fill='white',
+                      stroke_width=1, stroke_fill='black')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
@@ -253,12 +269,18 @@ def main(argv: Optional[list] = None) -> Path:
     p.add_argument('--out', default=None, help='PNG path (default: attention.png / reconstruct.png)')
     a = p.parse_args(argv)
     out_path = Path(a.out or f'{a.what}.png')
+    if a.n < 1:
+        p.error(f'--n {a.n}: draw at least 1 image')
+    from PIL import Image
+    if out_path.is_dir() or out_path.suffix.lower() not in Image.registered_extensions():
+        example = out_path / 'maps.png' if out_path.is_dir() else out_path.with_suffix('.png')
+        p.error(f'--out {a.out}: give an image file path, e.g. {example} (a PNG, JPEG, ... by its extension)')
     if a.what == 'reconstruct':
         macrl = load_macrl(a.model)
         models = [(a.model, macrl.encoder)]
     else:
         models = [(s, load_encoder(s)) for s in [a.model] + a.compare]
-    size = data_config(models[0][1])[0]
+    size = max(data_config(m)[0] for _, m in models)  # decoded once, at the largest input; each model resamples
     if a.images:
         images = _load_images(a.images, size)
     else:
@@ -272,7 +294,6 @@ def main(argv: Optional[list] = None) -> Path:
                 raise
             raise DataError(f'{e}. `macrl viz` draws any images: --split train uses the training ones') from None
     if a.what == 'reconstruct':
-        from PIL import Image
         _, mean, std = data_config(macrl.encoder)
         x = eval_batch(images, size, mean, std)
         rows = [images] + [_denorm(t, mean, std) for t in reconstruct(macrl, x, torch.Generator().manual_seed(a.seed))]
@@ -288,7 +309,12 @@ def main(argv: Optional[list] = None) -> Path:
         x = eval_batch(images, own, mean, std)  # each model at its own input size (the maps are drawn at one)
         methods = a.method or (['last', 'rollout'] + (['chefer'] if model.num_classes else []))
         for m in methods:
-            panels[m if len(models) == 1 else f'{name}:{m}'] = attention_maps(model, x, m)
+            label = m
+            if m == 'chefer' and not model.num_classes:
+                label = 'rollout (no head)'
+                print(f'macrl viz: {name if len(models) > 1 else a.model} has no classifier head for chefer to '
+                      f'explain: its chefer column is attention rollout', flush=True)
+            panels[label if len(models) == 1 else f'{label}\n{name}'] = attention_maps(model, x, m)
     out = save_grid(images, panels, out_path)
     print(f'macrl viz: wrote {out} ({len(images)} images x {len(panels)} maps)')
     return out

@@ -195,6 +195,13 @@ def test_demo_end_to_end_on_an_exported_folder(exported, cifar_archive, tmp_path
     assert json.loads((tmp_path / 'demo' / 'knn.json').read_text())['knn_top1_k20'] == rec['knn_top1_k20']
     w, h = Image.open(tmp_path / 'demo' / 'attention.png').size
     assert w == 3 * 128 and h == 14 + 4 * 128  # image + last + rollout, 4 rows at 4x
+    # knn.json is `macrl eval knn`'s record, with the fingerprint export checks (without it, export put the demo's
+    # numbers of the published encoder on any checkpoint's card)
+    from macrl_hub.evaluate import fingerprints, load_encoder
+    assert rec['weights_sha256'] == fingerprints(load_encoder(str(folder)))['weights_sha256']
+    assert rec['command'].startswith('macrl demo ') and rec['random_init'] is False
+    with pytest.raises(SystemExit):
+        demo(['--model', str(folder), '--data', str(cifar_archive), '--n-images', '0'])
 
 
 def test_push_follows_the_hub_api_contract(exported, monkeypatch, tmp_path):

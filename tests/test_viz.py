@@ -180,3 +180,74 @@ def test_viz_on_a_train_only_folder_points_at_split_train(tmp_path):
         main(args)
     main(args + ['--split', 'train'])
     assert (tmp_path / 'a.png').is_file()
+
+
+def test_maps_follow_the_pooling_of_a_class_token_vit():
+    """With a class token, the map is the class token's row only where the features are that token
+    (global_pool='token'); with global_pool='avg' (how MACRL pools) it is the mean of the patch tokens' rows, as
+    for our encoders (it showed the class token's row, a token the avg-pooled features never read)."""
+    import timm
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for pool in ('token', 'avg'):
+        model = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=4, depth=1, global_pool=pool)
+        with capture_attention(model) as cap, torch.no_grad():
+            model.eval().forward_features(x)
+        A = cap.attn[-1].mean(1)  # (B, 65, 65)
+        want = A[:, 0, 1:] if pool == 'token' else A[:, 1:, 1:].mean(1)
+        want = (want / want.sum(1, keepdim=True)).reshape(2, 8, 8)
+        assert torch.allclose(attention_maps(model, x, 'last'), want, atol=1e-6), pool
+
+
+def test_viz_flags_labels_and_the_scale_of_a_map(tmp_path, capsys):
+    """--n < 1 and an --out that is no image file are refused up front (--n 0 drew the whole split); compared
+    columns put the method on one line and the model on the next (both were cut to 21 characters); chefer on an
+    encoder without a head is labelled and said to be rollout; the number in a map's corner is its peak over uniform."""
+    import timm
+    from PIL import Image
+    from macrl_hub.export import write_model_files
+    from macrl_hub.viz import main, peak_over_uniform
+    assert peak_over_uniform(torch.full((8, 8), 1 / 64)) == pytest.approx(1.0)
+    assert peak_over_uniform(torch.nn.functional.one_hot(torch.tensor(3), 64).float().view(8, 8)) == 64.0
+    folder = tmp_path / 'runs_with_a_long_name' / 'macrl_vit_tiny_p4_cifar.cifar10'
+    write_model_files(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), folder, 'macrl_vit_tiny_p4_cifar',
+                      {'depth': 1}, 'cifar10')
+    Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / 'a.png')
+    base = ['attention', '--model', str(folder), '--images', str(tmp_path / 'a.png')]
+    for bad in (['--n', '0'], ['--out', str(tmp_path)], ['--out', str(tmp_path / 'maps')]):
+        with pytest.raises(SystemExit):
+            main(base + bad)
+    out = main(base + ['--compare', 'macrl_vit_tiny_p4_cifar', '--method', 'last', 'chefer', '--out',
+                       str(tmp_path / 'cmp.png')])
+    assert 'has no classifier head for chefer to explain: its chefer column is attention rollout' in \
+        capsys.readouterr().out
+    w, h = Image.open(out).size
+    assert h == 26 + 128  # two label lines: method, then model
+
+
+def test_compared_models_get_images_decoded_at_their_own_size(tmp_path, monkeypatch):
+    """Images are decoded once at the largest input size and each model resamples down (a 48-px model listed after
+    a 32-px one was fed an upscale of the 32-px decode)."""
+    import timm
+    from PIL import Image
+    from macrl_hub import viz
+    from macrl_hub.export import write_model_files
+    from macrl_hub.transforms import eval_batch
+    folders = []
+    for size in (32, 48):
+        folders.append(tmp_path / str(size) / 'macrl_vit_tiny_p4_cifar.cifar10')
+        write_model_files(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, img_size=size), folders[-1],
+                          'macrl_vit_tiny_p4_cifar', {'depth': 1, 'img_size': size}, 'cifar10')
+    Image.fromarray((torch.rand(60, 60, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / 'a.png')
+    seen, real = {}, viz.attention_maps
+
+    def spy(model, x, method):
+        seen[x.shape[-1]] = x
+        return real(model, x, method)
+    monkeypatch.setattr(viz, 'attention_maps', spy)
+    viz.main(['attention', '--model', str(folders[0]), '--compare', str(folders[1]), '--images',
+              str(tmp_path / 'a.png'), '--method', 'last', '--out', str(tmp_path / 'cmp.png')])
+    model48 = timm.create_model(f'local-dir:{folders[1]}', pretrained=True)
+    want = eval_batch(viz._load_images([str(tmp_path / 'a.png')], 48), 48, model48.pretrained_cfg['mean'],
+                      model48.pretrained_cfg['std'])
+    assert torch.allclose(seen[48], want, atol=1e-6)
