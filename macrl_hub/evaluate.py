@@ -114,9 +114,10 @@ def model_source(spec: str, model_args: Optional[Dict[str, Any]] = None) -> Tupl
         from timm.models._hub import load_model_config_from_hf
         _, arch, hub_args = load_model_config_from_hf(spec[len('hf-hub:'):])
         return arch, {**dict(hub_args or {}), **(model_args or {})}
-    if path.is_dir():
+    if path.is_dir():  # (model_args: a local-dir: id's own, which load_encoder passed to timm on top of the folder's)
         cfg = json.loads((path / 'config.json').read_text())
-        return cfg.get('macrl_architecture', cfg['architecture']), dict(cfg.get('model_args') or {})
+        return cfg.get('macrl_architecture', cfg['architecture']), {**dict(cfg.get('model_args') or {}),
+                                                                    **(model_args or {})}
     if path.is_file():
         ck = load_checkpoint(path)
         return ck['arch'], dict(ck.get('model_args') or {})
@@ -452,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     """`macrl eval <protocol> ...`: one subparser per protocol, built from shared parent parsers."""
     from .precision import PRECISIONS
     run = argparse.ArgumentParser(add_help=False)  # every protocol
-    run.add_argument('--model', required=True, help='timm name[.tag] | checkpoint.pth | model folder')
+    run.add_argument('--model', required=True, help='timm name[.tag] | hf-hub:<repo> | local-dir:<folder> | '
+                                                    'checkpoint.pth | model folder (or its model.safetensors)')
     run.add_argument('--data', default=None, help='cifar10 | cifar100 | folder | archive (default $MACRL_DATA)')
     run.add_argument('--model-args', default=None,
                      help='JSON of timm.create_model keywords for a timm name or hf-hub id, e.g. \'{"img_size": 32, '

@@ -101,9 +101,11 @@ def _without_dropout(module: nn.Module) -> nn.Module:
 
 
 def fix_sincos_pos_embed(encoder: nn.Module) -> None:
-    """The encoder's position embedding as MAE's: a fixed 2-D sin-cos code of each patch's (row, column), row-major as
-    timm flattens patches, zeros at embedded class/register tokens, frozen (requires_grad False). It stays a
-    parameter of the encoder, so its weights and plain timm loading are unchanged."""
+    """The encoder's position embedding fixed as in MAE: a 2-D sin-cos code of each patch's (row, column) (timm's
+    `build_sincos2d_pos_embed`; MAE orders the same sines and cosines differently along the channels, which no
+    layer of a freshly trained encoder can tell apart), row-major as timm flattens patches, zeros at embedded
+    class/register tokens, frozen (requires_grad False). It stays a parameter of the encoder, so its weights and
+    plain timm loading are unchanged."""
     pe = getattr(encoder, 'pos_embed', None)
     if not isinstance(pe, nn.Parameter):
         raise ValueError("pos_embed='sincos' fixes the encoder's position embedding, and this encoder has none "

@@ -689,6 +689,14 @@ RUN_CONTROL = ('out', 'resume', 'data', 'time_budget', 'max_steps', 'fit_budget'
                'threads', 'device', 'precision', 'compile', 'momentum_bf16', 'attention', 'keep_freed_memory', 'on_error')
 #: never taken from the checkpoint on resume
 PER_INVOCATION = ('out', 'resume', 'time_budget', 'max_steps', 'progress')
+#: settings added after runs were saved without them: what those runs did (a recipe's newer value, e.g. --recipe
+#: paper's pos_embed 'sincos', must not change a run resumed from before it)
+LEGACY_DEFAULTS = {'pos_embed': 'learned'}
+
+
+def _saved_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's or config.json's settings, with LEGACY_DEFAULTS for those it predates."""
+    return {**LEGACY_DEFAULTS, **config}
 
 
 def _norm(v: Any) -> Any:
@@ -762,6 +770,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
         raise FileNotFoundError(f'--resume {cfg.resume}: no such checkpoint')
     else:
         saved = load_checkpoint(path).get('config', {})
+    saved = _saved_config(saved)
     clash = _clashes(saved, given)
     auto = any(k in given and given[k] is not None and 'auto' in _as_list(given[k]) for k in NORMALIZATION)
     if no_checkpoint and not auto:  # no checkpoint record to resolve --mean/--std against: compared as given
@@ -778,7 +787,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
 
 
 def _check_resume_compatible(ck: Dict[str, Any], cfg: TrainConfig) -> None:
-    for key, (old, new) in _clashes(ck.get('config', {}), dataclasses.asdict(cfg)).items():
+    for key, (old, new) in _clashes(_saved_config(ck.get('config', {})), dataclasses.asdict(cfg)).items():
         raise ValueError(f'cannot resume: checkpoint has {key}={old!r}, this run asks for {new!r}')
 
 

@@ -378,3 +378,20 @@ def test_export_takes_only_a_head_probed_on_this_checkpoint(trained_ckpt, small_
         with pytest.raises(ValueError, match='--repo-id must be <user or org>/<name>'):
             export(str(trained_ckpt), f'{arch}.d', cards, repo_id=bad)
     assert sorted(p.name for p in (tmp_path / 'cards').iterdir()) == [f'{arch}.whole_lin']  # nothing else written
+
+
+def test_a_local_dir_fine_tune_keeps_its_model_args(tmp_path):
+    """--model local-dir:<folder> --model-args: the saved folder is rebuilt with the folder's arguments and the
+    overrides (model_source dropped the overrides: the save failed after the fine-tune, or lost dynamic_img_size)."""
+    import timm
+    from macrl_hub.evaluate import model_source, save_model_folder
+    from macrl_hub.export import write_model_files
+    src = tmp_path / 'src'
+    write_model_files(timm.create_model('macrl_vit_tiny_p4_cifar', depth=1), src, 'macrl_vit_tiny_p4_cifar',
+                      {'depth': 1}, 'x')
+    spec, over = f'local-dir:{src}', {'img_size': 48}
+    assert model_source(spec, over)[1]['img_size'] == 48 and model_source(spec, over)[1]['depth'] == 1
+    model = load_encoder(spec, num_classes=3, model_args=over)
+    save_model_folder(model, spec, str(tmp_path / 'ft'), 'finetuned', model_args=over)
+    again = load_encoder(str(tmp_path / 'ft'))
+    assert again.patch_embed.img_size == (48, 48) and again.num_classes == 3

@@ -165,6 +165,7 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
     (False, False, 'fp32', 'tiny_share_of_fp32_peak>=0.6'),
     (False, True, 'fp32', 'tiny_share_of_fp32_peak>=0.6'),  # AVX512-BF16 where `auto` measured fp32 faster
     (False, True, 'bf16', 'note'),
+    (False, False, 'bf16', 'note'),
 ])
 def test_train_step_bars_judge_the_precision_the_cpu_runs(amx, avx, precision, want):
     """benchmarks/train_step.py's `bars` line: the fp32 bar (>= 60% of the fp32 peak) wherever the step runs fp32
@@ -177,3 +178,9 @@ def test_train_step_bars_judge_the_precision_the_cpu_runs(amx, avx, precision, w
     assert want in out, out
     if want.startswith('tiny_share'):
         assert out[want] == [0.59, False]
+    notes = {(False, False, 'bf16'): 'without native support', (False, True, 'bf16'): 'AVX512-BF16 without AMX'}
+    if (amx, avx, precision) in notes:
+        assert notes[amx, avx, precision] in out['note']
+    small = dict(row, arch='macrl_vit_small_p4_cifar')  # no ViT-Ti row: said, not mislabelled
+    assert 'not measured' in bars([small], dict(amx_bf16=False, avx512_bf16=avx), 'fp32', torch.device('cpu'),
+                                  256)['note']

@@ -606,3 +606,24 @@ def test_the_trainer_feeds_its_crop_blur_and_momentum_settings_to_the_algorithm(
     assert made == [dict(crop_scale=(0.08, 1.0), blur_p=(1.0, 0.1), solarize_p=0.3)]
     total = 2 * (192 // 32)  # epochs x steps per epoch
     assert used == pytest.approx([cosine_momentum(s, total, 0.9) for s in range(4)])
+
+
+def test_a_paper_recipe_run_from_before_pos_embed_resumes_as_it_was(small_folder, tmp_path):
+    """A checkpoint written before --pos-embed existed trained a learned position embedding; resumed with the same
+    command (`--recipe paper`, which now means 'sincos'), it continues with its learned one (it failed with torch's
+    'parameter group doesn't match' as the frozen embedding left the optimizer)."""
+    from macrl_hub.train import main
+    out = tmp_path / 'run'
+    flags = ['--recipe', 'paper', '--model', 'macrl_vit_tiny_p4_cifar', '--model-args', TINY, '--data',
+             str(small_folder), '--batch-size', '32', '--bank-size', '64', '--threads', '1', '--no-progress',
+             '--precision', 'fp32', '--max-steps', '1', '--out', str(out), '--knn-every', '0']
+    main(flags + ['--pos-embed', 'learned'])
+    ck = torch.load(out / 'checkpoint.pth', weights_only=False)
+    del ck['config']['pos_embed'], ck['macrl']['pos_embed']  # as written before the option
+    torch.save(ck, out / 'checkpoint.pth')
+    res = main(flags + ['--resume', 'auto'])
+    ck = torch.load(out / 'checkpoint.pth', weights_only=True)
+    assert res['step'] == 2 and ck['config']['pos_embed'] == 'learned'
+    from timm.layers import build_sincos2d_pos_embed
+    pe = ck['model']['encoder.pos_embed']
+    assert not torch.equal(pe[0], build_sincos2d_pos_embed([8, 8], pe.shape[-1]))  # still its own, learned
