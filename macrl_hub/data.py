@@ -209,11 +209,6 @@ def _iter_jpegs(datas: List[Tensor], chunk: int = 2048, bar: Any = None, size: O
             yield from part
 
 
-def _decode_jpegs(datas: List[Tensor], **kw) -> List[Optional[np.ndarray]]:
-    """`_iter_jpegs` as a list."""
-    return list(_iter_jpegs(datas, **kw))
-
-
 def split_bytes(n: int, size: int) -> int:
     """Bytes of `n` decoded RGB images at `size` x `size`: what a split takes in memory as one uint8 tensor."""
     return n * 3 * size * size

@@ -189,40 +189,51 @@ def _read_head(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     return sd, meta
 
 
-def _check_head_fits(path: str, head_sd: Dict[str, torch.Tensor], meta: Dict[str, str], model) -> None:
+class _Fingerprints:
+    """This model's encoder fingerprints (`evaluate.fingerprints`: fp32, and rounded to fp16), hashed once, on first
+    need, and whether a record (an eval JSON, a head's metadata) names other weights."""
+
+    def __init__(self, model):
+        self.model, self._ours = model, None
+
+    def other_weights(self, record: Dict[str, Any]) -> bool:
+        """True if `record` carries fingerprints and none is this model's (records without one: False)."""
+        theirs = {record.get(k) for k in ('weights_sha256', 'weights_sha256_fp16')} - {None}
+        if not theirs:
+            return False
+        if self._ours is None:
+            from .evaluate import fingerprints
+            self._ours = set(fingerprints(self.model).values())
+        return not theirs & self._ours
+
+
+def _check_head_fits(path: str, head_sd: Dict[str, torch.Tensor], meta: Dict[str, str], model,
+                     ours: _Fingerprints) -> None:
     """ValueError for a head of another width, or one probed on other weights than this checkpoint's encoder (its
     `weights_sha256` metadata, written by `--save-head` since 2026-11-29; heads without it are taken as they are)."""
     width = head_sd['head.weight'].shape[1]
     if width != model.num_features or head_sd['head.bias'].shape != head_sd['head.weight'].shape[:1]:
         raise ValueError(f'--head {path} takes {width}-d features; {model.pretrained_cfg.get("architecture", "this")} '
                          f'encoder gives {model.num_features}-d: it is a head of another model')
-    probed = {meta.get(k) for k in ('weights_sha256', 'weights_sha256_fp16')} - {None}
-    if probed:
-        from .evaluate import fingerprints
-        if not probed & set(fingerprints(model).values()):
-            raise ValueError(f'--head {path} was trained on other weights than this checkpoint\'s encoder (an '
-                             f'earlier checkpoint of the run, or another run): probe this checkpoint with `macrl '
-                             f'eval linear --model <checkpoint> --save-head ...` and pass that head')
+    if ours.other_weights(meta):
+        raise ValueError(f'--head {path} was trained on other weights than this checkpoint\'s encoder (an '
+                         f'earlier checkpoint of the run, or another run): probe this checkpoint with `macrl '
+                         f'eval linear --model <checkpoint> --save-head ...` and pass that head')
 
 
-def _check_evals_measured_this(evals: List[Dict[str, Any]], paths: List[str], model) -> None:
+def _check_evals_measured_this(evals: List[Dict[str, Any]], paths: List[str], ours: _Fingerprints) -> None:
     """ValueError for an eval record whose numbers are not this model's: one of an untrained encoder
     (`--random-init`), or one whose weights fingerprints differ from this checkpoint's encoder's (each side in fp32
     and rounded to fp16: an fp16 checkpoint or export of the same weights matches). Records without a fingerprint
     (before 2026-11-29) are taken as they are."""
-    from .evaluate import fingerprints
-    ours: Optional[set] = None
     for path, record in zip(paths, evals):
         if record.get('random_init'):
             raise ValueError(f'--eval-json {path} measured an untrained encoder (macrl eval --random-init): a '
                              f'baseline, not this model\'s numbers; it does not go on its card')
-        theirs = {record.get(k) for k in ('weights_sha256', 'weights_sha256_fp16')} - {None}
-        if theirs:
-            ours = ours or set(fingerprints(model).values())
-            if not theirs & ours:
-                raise ValueError(f'--eval-json {path} measured other weights ({record.get("model")}) than this '
-                                 f'checkpoint\'s encoder: its numbers would go on the wrong card. Evaluate this '
-                                 f'checkpoint (or its export) and pass that record')
+        if ours.other_weights(record):
+            raise ValueError(f'--eval-json {path} measured other weights ({record.get("model")}) than this '
+                             f'checkpoint\'s encoder: its numbers would go on the wrong card. Evaluate this '
+                             f'checkpoint (or its export) and pass that record')
 
 
 def _load_checkpoint(path: Path):
@@ -297,13 +308,14 @@ def export(checkpoint: str, name: str, out_dir: str = 'model_cards', eval_json: 
     if missing or unexpected:
         raise ValueError(f'checkpoint {checkpoint} does not fit {arch}: missing keys {missing[:8]}, '
                          f'unexpected keys {unexpected[:8]}')
+    ours = _Fingerprints(model)  # the encoder's, hashed at most once for the head and the eval records
     if head_sd:
-        _check_head_fits(head, head_sd, head_meta, model)
+        _check_head_fits(head, head_sd, head_meta, model, ours)
         model.head.load_state_dict({k[len('head.'):]: v for k, v in head_sd.items()})
     set_data_config(model, **checkpoint_data_config(ck))  # the run's --mean/--std and input size go to config.json
     _check_declared(model, name)
     evals = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in (eval_json or [])]
-    _check_evals_measured_this(evals, eval_json or [], model)
+    _check_evals_measured_this(evals, eval_json or [], ours)
     log = Path(checkpoint).parent / 'log.jsonl'
     from .train import read_log
     records = read_log(log) if log.is_file() else []

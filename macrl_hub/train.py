@@ -154,7 +154,7 @@ def images_fit_on_gpu(images: torch.Tensor, device: torch.device, share: float =
 def stats_from_data(cfg: TrainConfig) -> bool:
     """True for `--mean auto` / `--std auto` (either or both: the two are computed together); ValueError for 'auto'
     mixed with numbers."""
-    auto = {k: v for k in NORMALIZATION if (v := getattr(cfg, k)) is not None and 'auto' in _as_list(v)}
+    auto = {k: v for k in NORMALIZATION if _names_auto(v := getattr(cfg, k))}
     for k, v in auto.items():
         if list(_as_list(v)) != ['auto']:
             raise ValueError(f"--{k} auto takes no numbers (got {' '.join(map(str, _as_list(v)))}): give either "
@@ -169,6 +169,11 @@ def stats_from_data(cfg: TrainConfig) -> bool:
 
 def _as_list(v) -> list:
     return [v] if isinstance(v, str) else list(v)
+
+
+def _names_auto(v) -> bool:
+    """Whether a --mean/--std value (None, numbers, 'auto' or ['auto', ...]) asks for 'auto'."""
+    return v is not None and 'auto' in _as_list(v)
 
 
 def step_flops(cfg: TrainConfig, batch: int = 4) -> float:
@@ -772,7 +777,7 @@ def resumed_config(cfg: TrainConfig, given: Dict[str, Any]) -> TrainConfig:
         saved = load_checkpoint(path).get('config', {})
     saved = _saved_config(saved)
     clash = _clashes(saved, given)
-    auto = any(k in given and given[k] is not None and 'auto' in _as_list(given[k]) for k in NORMALIZATION)
+    auto = any(_names_auto(given.get(k)) for k in NORMALIZATION)
     if no_checkpoint and not auto:  # no checkpoint record to resolve --mean/--std against: compared as given
         clash.update({k: (saved.get(k), given[k]) for k in NORMALIZATION
                       if k in given and _norm(given[k]) != _norm(saved.get(k))})

@@ -123,7 +123,7 @@ def test_missing_split_empty_and_bad_paths(tmp_path):
 def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():
     """CIFAR's 50,000 JPEGs are decoded in chunks over threads: same images, same order, a bad file only None."""
     import io
-    from macrl_hub.data import _decode_jpeg_chunk, _decode_jpegs
+    from macrl_hub.data import _decode_jpeg_chunk, _iter_jpegs
     g = torch.Generator().manual_seed(0)
     blobs = []
     for i in range(11):
@@ -133,7 +133,7 @@ def test_threaded_jpeg_decode_keeps_order_and_marks_bad_files():
     blobs[6] = b'\xff\xd8\xff\xe0 not a jpeg'
     datas = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
     one = [_decode_jpeg_chunk([d])[0] for d in datas]
-    for many in (_decode_jpegs(datas, chunk=3), _decode_jpegs(datas, chunk_bytes=1)):  # by count, by bytes
+    for many in (list(_iter_jpegs(datas, chunk=3)), list(_iter_jpegs(datas, chunk_bytes=1))):  # by count, by bytes
         assert len(many) == 11 and many[6] is None and one[6] is None
         assert all(np.array_equal(a, b) for i, (a, b) in enumerate(zip(one, many)) if i != 6)
 
