@@ -8,6 +8,7 @@
     python benchmarks/train_step.py --objectives macrl --attention fused    # the kernel `auto` does not pick on CPU bf16
     python benchmarks/train_step.py --objectives macrl --trainer     # + `macrl train`'s steady-state rate, same run
     python benchmarks/train_step.py --objectives macrl --no-momentum-bf16   # key branch under autocast, fp32 weights
+    python benchmarks/train_step.py --objectives macrl --momentum-chunk 0   # key branch on the whole batch at once
 
 The peak is measured in the same run (a large square matmul in the step's precision). The data
 pipeline (batch-wise augmentation of uint8 CIFAR batches) is timed on its own.
@@ -43,7 +44,8 @@ import macrl_hub  # noqa: F401
 from macrl_hub import MACRL
 from macrl_hub.card import hardware
 from macrl_hub.models import CIFAR10_MEAN, CIFAR10_STD
-from macrl_hub.runtime import choose_attention, compile_blocks, eager, keep_freed_memory, resolve_momentum_dtype
+from macrl_hub.runtime import choose_attention, compile_blocks, eager, keep_freed_memory, resolve_momentum_chunk, \
+    resolve_momentum_dtype
 from macrl_hub.precision import autocast, cpu_bf16_flags, resolve_precision
 from macrl_hub.transforms import PairAugment
 
@@ -63,7 +65,8 @@ def matmul_peak(precision: str, device: torch.device, n: int = 2048, reps: int =
 
 
 def bench(arch: str, objective: str, batch: int, precision: str, device, steps: int, profile: bool,
-          attention: str = 'auto', plain: bool = False, compile: bool = False, momentum_bf16: Optional[bool] = None):
+          attention: str = 'auto', plain: bool = False, compile: bool = False, momentum_bf16: Optional[bool] = None,
+          momentum_chunk: Optional[int] = None):
     """The trainer's step: its attention choice, its key-branch dtype and its fused AdamW (plain=True: timm's
     defaults, foreach AdamW, the key branch under autocast on fp32 weights)."""
     torch.manual_seed(0)
@@ -71,6 +74,8 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
     attention = choose_attention(model, device, precision, 'fused' if plain else attention)
     if model.momentum_encoder is not None and not plain:
         model.momentum_dtype = resolve_momentum_dtype(momentum_bf16, device, precision)
+        model.momentum_chunk = (resolve_momentum_chunk(model, device, precision) if momentum_chunk is None
+                                else momentum_chunk or None)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if plain else torch.optim.AdamW(params, lr=1e-4, fused=True)
     x1, x2 = torch.randn(2, batch, 3, 32, 32, device=device).unbind(0)
@@ -111,6 +116,7 @@ def bench(arch: str, objective: str, batch: int, precision: str, device, steps: 
     return dict(arch=arch, objective=objective + (' (plain)' if plain else ''), batch=batch, precision=precision,
                 attention=attention, optimizer='AdamW foreach' if plain else 'AdamW fused', compiled=compile,
                 momentum_branch=str(model.momentum_dtype or 'autocast').replace('torch.', ''),
+                momentum_chunk=getattr(model, 'momentum_chunk', None),
                 compile_s=compile_s, img_per_s=batch / dt,
                 gflop_per_img=gflop, achieved_gflops=gflop * batch / dt)
 
@@ -166,6 +172,8 @@ def main():
     p.add_argument('--trainer', action='store_true', help="also `macrl train`'s steady-state rate (first model)")
     p.add_argument('--momentum-bf16', action=argparse.BooleanOptionalAction, default=None,
                    help="key branch on a bf16 cast of its weights (default: the trainer's auto choice)")
+    p.add_argument('--momentum-chunk', type=int, default=None,
+                   help="views per chunk of the key branch; 0: whole batch (default: the trainer's auto choice)")
     a = p.parse_args()
     malloc = 'stock' if a.stock_malloc else ('keep_freed' if keep_freed_memory() else 'stock (not glibc)')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -183,7 +191,8 @@ def main():
     rows = []
     for arch, obj, plain, comp in runs:
         r = bench(arch, obj, a.batch_size, precision, device, a.steps, a.profile and obj == 'macrl' and not plain,
-                  a.attention, plain=plain, compile=comp, momentum_bf16=a.momentum_bf16)
+                  a.attention, plain=plain, compile=comp, momentum_bf16=a.momentum_bf16,
+                  momentum_chunk=a.momentum_chunk)
         r['share_of_peak'] = round(r['achieved_gflops'] / peak, 3)
         base = rows[0] if rows and rows[0]['objective'] == 'macrl (plain)' and rows[0]['arch'] == arch else None
         if base is not None and obj == 'macrl':

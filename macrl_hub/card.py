@@ -52,7 +52,8 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
     With `stop_step` (a run that stopped before its schedule ended, e.g. on a time budget, possibly over several
     resumed invocations) the per-invocation --time-budget is replaced by `--max-steps stop_step`, which stops a
     fresh run at the same step of the same schedule. A run that finished its schedule over several invocations
-    (`resumed`) drops its last invocation's --time-budget: one fresh run of the whole schedule reproduces it."""
+    (`resumed`) drops its last invocation's --time-budget: one fresh run of the whole schedule reproduces it; so does
+    a run whose schedule was fitted to a budget (--total-steps is given), on any machine."""
     from .recipes import RECIPES, config as recipe_config
     recipe = cfg.get('recipe') if cfg.get('recipe') in RECIPES else 'fast'
     default = recipe_config(recipe)  # what `--recipe R` alone gives: a flag is written where the run differs
@@ -62,8 +63,9 @@ def train_command(cfg: Dict[str, Any], stop_step: Optional[int] = None, resumed:
         cfg.pop('max_steps', None)
     if stop_step is not None:
         cfg['max_steps'] = stop_step
-    if cfg.get('total_steps'):  # the schedule's length is given: nothing left to fit to a time budget
-        cfg.pop('fit_budget', None)
+    if cfg.get('total_steps'):  # the schedule's length is given: nothing left to fit to a time budget, and a
+        cfg.pop('fit_budget', None)  # budget would only stop a slower machine short of it (where the run stopped
+        cfg.pop('time_budget', None)  # early, --max-steps above says where)
     parts = ['macrl train']
     for k, v in cfg.items():
         if not hasattr(default, k) or k in ('progress', 'resume') or (k == 'recipe' and v == 'fast'):

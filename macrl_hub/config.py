@@ -118,6 +118,19 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={
         'help': 'progress bars: dataset reading and decoding (stderr), training steps (stdout)'})
 
+    def __post_init__(self) -> None:
+        """Refuse values out of range by their flag's name, before any data is read or file written (a zero
+        --log-every or --accum-steps would otherwise divide by zero after the first step)."""
+        for name, (ok, what) in _RANGES.items():
+            v = getattr(self, name)
+            values = v if isinstance(v, (tuple, list)) else (v,)
+            if v is None or any(isinstance(x, str) for x in values):  # unset, or 'auto' (checked where it is used)
+                continue
+            if not all(ok(x) for x in values):
+                raise ValueError(f'--{name.replace("_", "-")} must be {what}, got {" ".join(map(str, values))}')
+        if self.on_error not in ('skip', 'raise'):
+            raise ValueError(f"--on-error must be 'skip' or 'raise', got {self.on_error!r}")
+
     def encoder_kwargs(self) -> Dict[str, Any]:
         import json
         try:
@@ -130,6 +143,44 @@ class TrainConfig:
 
     def macrl_kwargs(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in MACRL_KEYS}
+
+
+#: field -> (test of one value, what the message says it must be)
+_RANGES = {
+    'num_train': (lambda x: x >= 0, '>= 0 (0: every image)'),
+    'epochs': (lambda x: x >= 1, '>= 1'),
+    'max_steps': (lambda x: x >= 0, '>= 0 (0: no limit)'),
+    'total_steps': (lambda x: x >= 0, '>= 0 (0: epochs x steps per epoch)'),
+    'batch_size': (lambda x: x >= 1, '>= 1'),
+    'accum_steps': (lambda x: x >= 1, '>= 1'),
+    'blr': (lambda x: x > 0, '> 0'),
+    'lr': (lambda x: x > 0, '> 0'),
+    'min_lr': (lambda x: x >= 0, '>= 0'),
+    'warmup_epochs': (lambda x: x >= 0, '>= 0'),
+    'weight_decay': (lambda x: x >= 0, '>= 0'),
+    'beta2': (lambda x: 0 <= x < 1, 'in [0, 1)'),
+    'clip_grad': (lambda x: x >= 0, '>= 0 (0: off)'),
+    'momentum': (lambda x: 0 <= x <= 1, 'in [0, 1]'),
+    'decoder_dim': (lambda x: x >= 1, '>= 1'),
+    'decoder_depth': (lambda x: x >= 1, '>= 1'),
+    'decoder_heads': (lambda x: x >= 1, '>= 1'),
+    'proj_hidden_dim': (lambda x: x >= 1, '>= 1'),
+    'proj_dim': (lambda x: x >= 1, '>= 1'),
+    'bank_size': (lambda x: x >= 0, '>= 0 (0: no bank)'),
+    'temperature': (lambda x: x > 0, '> 0'),
+    'alpha': (lambda x: x >= 0, '>= 0'),
+    'drop_path': (lambda x: 0 <= x < 1, 'in [0, 1)'),
+    'crop_min': (lambda x: 0 < x <= 1, 'in (0, 1]'),
+    'solarize_p': (lambda x: 0 <= x <= 1, 'in [0, 1]'),
+    'blur_p': (lambda x: 0 <= x <= 1, 'two probabilities in [0, 1]'),
+    'threads': (lambda x: x >= 0, '>= 0 (0: cores / local processes)'),
+    'ckpt_every_min': (lambda x: x >= 0, '>= 0 (0: after every step)'),
+    'ckpt_every_epochs': (lambda x: x >= 0, '>= 0 (0: only by time and at the end)'),
+    'log_every': (lambda x: x >= 1, '>= 1'),
+    'knn_every': (lambda x: x >= 0, '>= 0 (0: off)'),
+    'knn_train': (lambda x: x >= 1, '>= 1'),
+    'knn_test': (lambda x: x >= 1, '>= 1'),
+}
 
 
 def parse_duration(s: str) -> float:

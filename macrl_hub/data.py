@@ -32,6 +32,8 @@ ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.tar.xz', '.txz', '.tar.bz2')
 TORCHVISION_SETS = ('cifar10', 'cifar100')
 SPLIT_ALIASES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid'),
                  'val': ('val', 'validation', 'valid', 'test')}
+#: other names of a split, e.g. --split validation for --split val
+_SPLIT_SPELLINGS = {'training': 'train', 'validation': 'val', 'valid': 'val'}
 SPLIT_NAMES = tuple(sorted({a for aliases in SPLIT_ALIASES.values() for a in aliases}))
 #: split names no class folder has: one inside a class folder means --data points at the wrong level ('valid' is
 #: also a class name, e.g. beside 'invalid')
@@ -327,15 +329,47 @@ def _collect(items: Iterable[Tuple[Tuple[str, ...], bytes]], split: str, source:
     """Group (path parts, bytes) by class for the first split alias present."""
     aliases = SPLIT_ALIASES.get(split, (split,))
     found: Dict[str, Dict[str, List[Tuple[str, bytes]]]] = {}
+    unsplit: List[Tuple[Tuple[str, ...], bytes]] = []  # kept while no split folder has been seen: a bare tree
+    present = set()
     for parts, data in items:
+        present.update(p for p in parts[:-2] if p in SPLIT_NAMES)
+        any_split = bool(present)
         sc = _split_and_class(parts, aliases)
         if sc is not None:
             found.setdefault(sc[0], {}).setdefault(sc[1], []).append(('/'.join(parts), data))
+        elif not any_split and not any(map(_hidden, parts)):
+            unsplit.append((parts, data))
+        if any_split:
+            unsplit = []
     for alias in aliases:
         if alias in found:
             return found[alias]
+    if unsplit and not present:
+        return _bare_tree(unsplit, split, source)
     raise DataError(f'split {split!r} not found in {source}: expected <{"|".join(aliases)}>/<class>/<image> '
-                    f'(splits present: {sorted(found) or "none"})')
+                    f'(splits present: {sorted(present) or "none"})')
+
+
+def _bare_tree(items: List[Tuple[Tuple[str, ...], bytes]], split: str, source: str):
+    """An archive with no split folder, as a folder without one: <class>/<image> (below a common top folder, if
+    every image has one) is the train split."""
+    if split != 'train':
+        raise DataError(f'split {split!r} not found in {source}: an archive without split folders is a bare '
+                        f'<class>/<image> tree, the train split only; for held-out images use train/<class>/ and '
+                        f'{SPLIT_ALIASES.get(split, (split,))[0]}/<class>/ in it')
+    if all(len(parts) == 1 for parts, _ in items):
+        raise DataError(f'{source} holds {len(items)} images but no class folders: images must be in '
+                        f'[train/]<class>/<image>. Unlabelled images can all go in one folder, e.g. images/<image> '
+                        f'(pretraining needs no labels; the kNN monitor is then skipped)')
+    dirs = [parts[:-1] for parts, _ in items if len(parts) > 1]
+    common = 0
+    while all(len(d) > common + 1 and d[common] == dirs[0][common] for d in dirs):
+        common += 1  # a top folder every image is in (`tar c data/`) is not a class
+    by_class: Dict[str, List[Tuple[str, bytes]]] = {}
+    for parts, data in items:
+        if len(parts) > common + 1:  # images beside the class folders are not in a class: left out
+            by_class.setdefault(parts[common], []).append(('/'.join(parts), data))
+    return by_class
 
 
 def _iter_archive(path: Path) -> Iterable[Tuple[Tuple[str, ...], bytes]]:
@@ -412,6 +446,7 @@ def load_dataset(spec: str, split: str = 'train', size: Optional[int] = None, on
 
     `progress`: progress bars on stderr while a folder or archive is read and its images decoded (CIFAR-10's
     train split from the .tar.xz: ~5 s reading, ~14 s decoding on one core)."""
+    split = _SPLIT_SPELLINGS.get(split, split)
     if spec is None:
         raise DataError('no dataset given: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
     if spec.lower() in TORCHVISION_SETS:

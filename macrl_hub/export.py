@@ -41,8 +41,9 @@ def _geometry(model) -> Dict[str, Any]:
     `macrl eval finetune`), whose name and model_args rebuild it as they are."""
     if not (hasattr(model, 'patch_embed') and hasattr(model, 'blocks')):
         return {}
-    block = model.blocks[0]
-    args = dict(img_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
+    block, pe = model.blocks[0], model.patch_embed
+    args = dict(img_size=pe.img_size[0] if pe.img_size[0] == pe.img_size[1] else list(pe.img_size),
+                patch_size=pe.patch_size[0] if pe.patch_size[0] == pe.patch_size[1] else list(pe.patch_size),
                 embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=block.attn.num_heads,
                 global_pool=model.global_pool,  # and what a stock name's defaults may not match (a MACRL ViT
                 class_token=getattr(model, 'cls_token', None) is not None,  # loaded by a stock name through hf-hub:
@@ -50,6 +51,9 @@ def _geometry(model) -> Dict[str, Any]:
                 qkv_bias=block.attn.qkv.bias is not None)  # has no class token and an fc_norm)
     if hasattr(block, 'mlp') and hasattr(block.mlp, 'fc1'):
         args['mlp_ratio'] = block.mlp.fc1.out_features / model.embed_dim
+    in_chans = next((m.in_channels for m in pe.modules() if isinstance(m, nn.Conv2d)), 3)  # a hybrid's: its stem's
+    if in_chans != 3:  # e.g. a grayscale fine-tune (in_chans=1)
+        args['in_chans'] = in_chans
     if getattr(model, 'num_reg_tokens', 0):
         args['reg_tokens'] = model.num_reg_tokens
     if getattr(model, 'no_embed_class', False):

@@ -48,7 +48,9 @@ Speed, not method: `model.momentum_dtype = torch.bfloat16` runs the momentum bra
 of its fp32 EMA weights, taken afresh at every call, so the whole key forward (residual stream, LayerNorms,
 activations) is bf16 instead of autocast's fp32 residual stream with a cast at every matmul. The EMA itself,
 the checkpoint and the state dict stay fp32. `macrl train` turns it on where it measured faster (CPU with bf16
-precision; see macrl_hub/runtime.py resolve_momentum_dtype).
+precision; see macrl_hub/runtime.py resolve_momentum_dtype). `model.momentum_chunk = n` runs it on n views at a
+time (the same keys up to rounding; it keeps no activations, so a chunk's stay in cache): `macrl train` sets it on
+CPU in fp32 (resolve_momentum_chunk).
 """
 import copy
 import itertools
@@ -195,6 +197,9 @@ class MACRL(nn.Module):
         #: None: the momentum branch runs on its fp32 weights (under the caller's autocast); a dtype (bf16): on a cast
         #: of them taken at each call (see the module docstring). Not a hyperparameter: not in `config`.
         self.momentum_dtype: Optional[torch.dtype] = None
+        #: None: the momentum branch sees the whole batch at once; n: n views at a time (same keys up to fp32
+        #: rounding; no activations are kept, so a chunk's stay in cache; see runtime.resolve_momentum_chunk).
+        self.momentum_chunk: Optional[int] = None
 
         self.encoder = encoder
         pe = encoder.patch_embed
@@ -270,13 +275,14 @@ class MACRL(nn.Module):
     def forward_momentum(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) unmasked -> (B, proj_dim) L2-normalised keys from e_k, p_k (in `momentum_dtype` if set)."""
         branch = _KeyBranch(self.momentum_encoder, self.momentum_projector)
-        dt = self.momentum_dtype
-        if dt is None:
-            k = branch(x)
-        else:  # the EMA weights stay fp32 in place; the forward sees a cast (~ms per step; autocast casts anyway)
+        run, dt = branch, self.momentum_dtype
+        if dt is not None:  # the EMA weights stay fp32 in place; the forward sees a cast (~ms per step)
             weights = {n: t.to(dt) if t.is_floating_point() else t
                        for n, t in itertools.chain(branch.named_parameters(), branch.named_buffers())}
-            k = torch.func.functional_call(branch, weights, (x.to(dt),))
+            x = x.to(dt)
+            run = lambda c: torch.func.functional_call(branch, weights, (c,))  # noqa: E731
+        chunks = x.split(self.momentum_chunk) if self.momentum_chunk else (x,)
+        k = torch.cat([run(c) for c in chunks])  # (B, proj_dim)
         return F.normalize(k.float(), dim=1)
 
     def forward_loss_mim(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:

@@ -22,8 +22,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+import timm.data
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, to_2tuple
 from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter_fn
 
@@ -90,14 +91,15 @@ def _check_image(patch_embed: nn.Module, x: Any) -> None:
     shape = tuple(x.shape)
     channels = patch_embed.proj.in_channels
     if shape[1] != channels:
-        layout = ('; channels last? x.permute(0, 3, 1, 2) makes it (B, C, H, W)'
-                  if shape[3] == channels else '')
+        layout = ('; channels last? x.permute(0, 3, 1, 2) makes it (B, C, H, W)' if shape[3] == channels else
+                  "; a grayscale model: read images with PIL's .convert('L'), or x.mean(1, keepdim=True)"
+                  if channels == 1 and shape[1] == 3 else '')
         raise ValueError(f'expected {channels} input channels (B, {channels}, H, W), got {shape}{layout}')
     if patch_embed.img_size is not None and patch_embed.strict_img_size:
         expected = (channels, *patch_embed.img_size)
         if shape[1:] != expected:
             raise ValueError(f'the model expects input (B, {expected[0]}, {expected[1]}, {expected[2]}), '
-                             f'got {shape}; resize with timm.data.resolve_data_config + create_transform')
+                             f'got {shape}; resize with timm.data.create_transform(**{_DATA_CONFIG_FN}(model))')
     elif not patch_embed.dynamic_img_pad and (shape[2] % patch_embed.patch_size[0] or
                                               shape[3] % patch_embed.patch_size[1]):
         raise ValueError(f'input height and width must be multiples of the patch size '
@@ -188,6 +190,9 @@ default_cfgs = generate_default_cfgs(_timm_cfgs(PUBLISHED, MACRL_ARCHS))
 
 #: the pretrained_cfg keys `macrl train --mean/--std` set and a checkpoint records
 NORMALIZATION = ('mean', 'std')
+#: what sizes a transform for a model as it is now (timm >= 1.0.2x: after set_input_size too), else its cfg's
+_DATA_CONFIG_FN = ('timm.data.resolve_input_data_config' if hasattr(timm.data, 'resolve_input_data_config')
+                   else 'timm.data.resolve_model_data_config')
 
 
 def declared_cfg(name: str) -> Optional[Dict[str, Any]]:
@@ -291,17 +296,25 @@ def _create_macrl_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         feature_cfg=dict(out_indices=3, feature_cls='getter'),
         **kwargs,
     )
-    vit = model.model if hasattr(model, 'model') else model  # features_only: timm's FeatureGetterNet(model)
     pe = next((m for m in model.modules() if isinstance(m, PatchEmbed)), None)  # any features_only wrapper
     if pe is not None:  # None: feature_cls='fx' traced it into a graph (no input check there)
         pe.register_forward_pre_hook(check_input)
-    size = (pe.proj.in_channels, *pe.img_size) if pe is not None and pe.img_size else None
-    for m in (model, vit):  # the weights were handed over in the cfg: loaded now, so not kept (a second copy of
-        for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise)
-            if isinstance(cfg, dict):
+    if pe is not None and pe.img_size:
+        size = (pe.proj.in_channels, *pe.img_size)
+    else:  # feature_cls='fx': the graph has no PatchEmbed left; the size it was built for
+        size = (kwargs.get('in_chans', 3), *to_2tuple(kwargs['img_size'])) if kwargs.get('img_size') else None
+    if 'input_size' in (kwargs.get('pretrained_cfg_overlay') or {}):
+        size = None  # the user's own overlay says it
+    for m in model.modules():  # the weights were handed over in the cfg: loaded now, so not kept (a second copy of
+        for cfg in (getattr(m, 'pretrained_cfg', None), getattr(m, 'default_cfg', None)):  # every tensor otherwise;
+            if isinstance(cfg, dict):  # wrappers too: FeatureGetterNet's .model, FeatureHookNet's .body)
                 cfg.pop('state_dict', None)
                 if size is not None:  # an img_size= override (e.g. fine-tuning at 64 px): sized for it
                     cfg['input_size'] = size
+                    if size[0] == 1:  # in_chans=1: one mean and std, the channels' average (as timm's
+                        for k in NORMALIZATION:  # resolve_input_data_config takes them)
+                            if len(cfg.get(k) or ()) == 3:
+                                cfg[k] = (round(sum(cfg[k]) / 3, 4),)
     return model
 
 

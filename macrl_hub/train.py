@@ -50,7 +50,7 @@ from .momentum import cosine_momentum
 from .precision import autocast, resolve_precision  # noqa: F401  (re-exported: older imports)
 from .recipes import apply_recipe
 from .runtime import (choose_attention, compile_blocks, eager, keep_freed_memory, resolve_compile,
-                      resolve_momentum_dtype)
+                      resolve_momentum_chunk, resolve_momentum_dtype)
 from .transforms import PairAugment
 from .weights import atomic_open, atomic_torch_save, load_checkpoint
 
@@ -122,8 +122,16 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
 
 def build_macrl(cfg: TrainConfig) -> MACRL:
     import timm
+    from timm.models import split_model_name_tag
     from . import models  # noqa: F401  (registers macrl_vit_*)
     extra = cfg.encoder_kwargs()
+    arch, tag = split_model_name_tag(cfg.model)
+    if tag or ':' in cfg.model or extra.get('pretrained') or 'pretrained_cfg' in extra:
+        raise ValueError(f'--model {cfg.model}'
+                         + (f' --model-args {cfg.model_args}' if 'pretrained' in cfg.model_args else '')
+                         + f' asks for pretrained weights; macrl train pretrains from a random init: give the bare '
+                         f'architecture, e.g. --model {arch.split(":")[-1].split("/")[-1]}')
+    extra.pop('pretrained', None)  # pretrained: false, harmless
     if 'num_classes' in extra:
         raise ValueError('--model-args sets num_classes: the pretrained encoder has no head (num_classes=0); '
                          'drop it from --model-args')
@@ -248,8 +256,9 @@ def _rewind_log(path: Path, step: int) -> None:
         f.write(''.join(json.dumps(r) + '\n' for r in rows))
 
 
-def _check_out_dir(out: Path, need_bytes: int) -> None:
-    """Fail before training, not after an hour, if checkpoints cannot be written."""
+def _check_out_dir(out: Path, need_bytes: int, locks: contextlib.ExitStack) -> None:
+    """Fail before training, not after an hour, if checkpoints cannot be written or another `macrl train` is
+    writing to `out`. The folder stays locked (an exclusive `flock` on it) until `locks` closes."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f'.write-test-{os.getpid()}'
@@ -257,12 +266,36 @@ def _check_out_dir(out: Path, need_bytes: int) -> None:
         probe.unlink()
     except OSError as e:
         raise OSError(f'--out {out} is not writable: {e.strerror or e}') from None
+    _lock_folder(out, locks)
     for stale in out.glob(f'.{CKPT_NAME}.*.tmp'):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
     free = shutil.disk_usage(out).free
     if free < 2 * need_bytes:
         raise OSError(f'--out {out} has {free / 2**20:.0f} MiB free; checkpoints need about '
                       f'{2 * need_bytes / 2**20:.0f} MiB (current + temporary copy)')
+
+
+def _lock_folder(out: Path, locks: contextlib.ExitStack) -> None:
+    """Two runs in one --out (a scheduler's requeued job while the first copy still runs) would replace each
+    other's log and checkpoint, and each deletes temporary files the other may be writing: the second is refused."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    fd = os.open(out, os.O_RDONLY)
+    locks.callback(os.close, fd)  # closing the descriptor releases the lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BlockingIOError(f'--out {out} is in use by another macrl train (it holds the folder\'s lock); wait for '
+                           f'it to end, or choose another --out') from None
+    except OSError:  # a file system without flock (some network mounts): run unlocked
+        pass
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    with atomic_open(out / 'config.json', 'w') as f:  # a resume that finds no checkpoint reads it
+        f.write(json.dumps(dataclasses.asdict(cfg), indent=2))
 
 
 def _init_process_group(cfg: TrainConfig) -> bool:
@@ -296,7 +329,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     owns_group = _init_process_group(cfg)
     out, existed = Path(cfg.out), Path(cfg.out).exists()
     try:
-        return _train(cfg, t_start)
+        with contextlib.ExitStack() as locks:
+            return _train(cfg, t_start, locks)
     except BaseException:
         if not existed and out.is_dir() and not any(out.iterdir()):  # a failed start (e.g. bad --data) leaves no
             out.rmdir()  # empty folder behind; anything written in it (a run that began) stays
@@ -306,7 +340,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
+def _train(cfg: TrainConfig, t_start: float, locks: contextlib.ExitStack) -> Dict[str, Any]:
     budget = parse_duration(cfg.time_budget)
     resume = str(_resume_path(cfg) or '') if cfg.resume else ''  # the checkpoint to continue; '' for a new run
     auto_stats = stats_from_data(cfg)  # --mean/--std auto: the data's own, computed once it is read
@@ -362,7 +396,12 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         raise FileExistsError(f'--out {out} holds a model folder (model.safetensors, a timm config.json); a run '
                               f'would replace its config.json: choose another --out')
     if master:
-        _check_out_dir(out, 3 * n_bytes)  # model + 2 Adam moments
+        _check_out_dir(out, 3 * n_bytes, locks)  # model + 2 Adam moments
+    elsewhere = bool(resume) and Path(resume).resolve() != (out / CKPT_NAME).resolve()
+    if _any_rank(master and elsewhere and ((out / CKPT_NAME).is_file() or (out / 'log.jsonl').is_file()), device):
+        raise FileExistsError(f'--resume {resume} continues that run in --out {out}, which holds another run '
+                              f'({CKPT_NAME} or log.jsonl): its files would be replaced and its log mixed with this '
+                              f"one's; choose an empty --out, or --resume auto to continue the run that is there")
 
     data = load_dataset(cfg.data or default_data(), cfg.split, size=model.img_size[0], on_error=cfg.on_error,
                         progress=cfg.progress and master)
@@ -389,6 +428,13 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
             problem = str(e)
     if _any_rank(bool(problem), device):  # every rank stops, not rank 0 alone
         raise ValueError(problem or 'rank 0 refused the run: see its error')
+    epochs_held = cfg.bank_size / (views * n)  # a full bank's keys, in epochs of this data (`views` keys per image)
+    if master and cfg.objective != 'mae' and epochs_held >= 1 and not resume:  # every image meets its own keys
+        half = max(keys_per_enqueue, views * n // 2 // keys_per_enqueue * keys_per_enqueue)
+        print(f'macrl train: note: --bank-size {cfg.bank_size} holds {epochs_held:.1f} epochs of keys of these {n} '
+              f'images, so each image meets ~{views * (epochs_held - 0.5):.0f} of its own earlier keys among its '
+              f"negatives (the paper's 65,536 on CIFAR-10 holds 0.66 epochs: ~21% of images meet one); half an "
+              f'epoch, --bank-size {half}, avoids most of that', flush=True)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f'--batch-size {cfg.batch_size} is larger than the dataset ({n} images)')
@@ -412,6 +458,10 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
         if fit and fitted:  # the run was fitted to its first budget: keep that schedule, never refit
             cfg = dataclasses.replace(cfg, total_steps=fitted)
             total_steps, fit = fitted, False
+        elif fit and int(ck.get('step', 0)) and not ck.get('config', {}).get('fit_budget'):
+            raise ValueError(f'--fit-budget: the run in {resume} was not fitted to a time budget (its schedule, '
+                             f'{total_steps} steps, under way at step {ck["step"]}); refitting would jump its '
+                             f'learning rate: drop --fit-budget (--time-budget alone stops it cleanly)')
         _check_resume_compatible(ck, cfg)
         _check_same_data(ck, data, resume, steps_per_epoch)
         _check_same_normalization(ck, cfg, model.encoder.pretrained_cfg, resume)
@@ -431,14 +481,17 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
     compiled = resolve_compile(cfg.compile, device, max_steps - step)  # the steps this invocation plans to run
     if compiled:
         compile_blocks(model)
+    elif model.momentum_encoder is not None:  # chunks of another size would be new graphs to compile
+        model.momentum_chunk = resolve_momentum_chunk(model, device, precision)
 
     if master:
-        (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        _write_config(out, cfg)
         print(f'macrl train: {cfg.model} objective={cfg.objective} on {data.source} ({n} images, {len(data.classes)} '
               f'classes, {data.skipped} skipped) | device={device} precision={precision} attention={attention} '
               f'world={ws} threads={torch.get_num_threads()} compile={"on" if compiled else "off"}'
               + (' (auto)' if cfg.compile is None else '')
-              + (f' momentum-branch={str(model.momentum_dtype).replace("torch.", "")}' if model.momentum_dtype else ''))
+              + (f' momentum-branch={str(model.momentum_dtype).replace("torch.", "")}' if model.momentum_dtype else '')
+              + (f' momentum-chunk={model.momentum_chunk}' if model.momentum_chunk else ''))
         mean, std = (tuple(round(v, 4) for v in enc_cfg[k]) for k in ('mean', 'std'))
         note = ''
         if cfg.mean is None and mean == tuple(round(v, 4) for v in CIFAR10_MEAN) and \
@@ -549,7 +602,7 @@ def _train(cfg: TrainConfig, t_start: float) -> Dict[str, Any]:
                 max_steps = int(min(total_steps, step_limit))
                 cfg = dataclasses.replace(cfg, total_steps=total_steps)  # saved with the run: resume keeps it
                 if master:
-                    (out / 'config.json').write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+                    _write_config(out, cfg)
                     rec = dict(event='fit_budget', step=step, steps_per_s=rate, total_steps=total_steps,  # no img_per_s:
                                epochs=total_steps / steps_per_epoch, warmup_steps=warmup_steps)  # not a training row
                     log_f.write(json.dumps(rec) + '\n')
@@ -860,9 +913,15 @@ def _test_split(cfg: TrainConfig, size: int, train_data):
     """The dataset's test split, or None where it has none. Labels are class indices, so a test split whose classes
     differ from train's cannot score the kNN monitor (it did, silently wrong): --final-knn is refused before
     training, the monitor falls back to held-out training images."""
+    if cfg.final_knn and len(train_data.classes) < 2:
+        raise ValueError(f'--final-knn: {train_data.source} has one class ({train_data.classes[0]}), and a kNN over '
+                         f'one class scores 100% whatever the encoder; drop --final-knn')
     try:
         test = load_dataset(cfg.data or default_data(), 'test', size=size, on_error='skip', progress=cfg.progress)
-    except ValueError:
+    except ValueError as e:
+        if cfg.final_knn:  # found out now, not after the training it would have followed
+            raise ValueError(f'--final-knn scores on the test split, and there is none: {e}; drop --final-knn') \
+                from None
         return None
     if test.classes != train_data.classes:
         differ = class_difference(train_data.classes, test.classes, limit=6)

@@ -77,16 +77,31 @@ def save_safetensors(state_dict: Dict[str, torch.Tensor], path: os.PathLike, met
         save_file(sd, tmp, metadata=metadata)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; published files are meant to be read
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX: the new directory entry survives a power cut); best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: os.PathLike, mode: str = 'wb') -> Iterator[IO]:
     """A temp file beside `path` to write; on a clean exit it is fsynced and `os.replace`d onto `path` (atomic on
-    POSIX: readers and a power cut see the old file or the new one, never part of one), keeping the permissions
-    of the file it replaces; on an error it is removed and `path` is untouched."""
+    POSIX: readers and a power cut see the old file or the new one, never part of one; the folder is fsynced too),
+    keeping the permissions of the file it replaces; on an error it is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')

@@ -194,6 +194,36 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['mean/std on a 0-255 scale (macrl train)'] = Case(
         lambda: _cli_error(['train', '--mean', '125', '123', '114', '--std', '63', '62', '66', '--data', str(folder),
                             '--out', str(tmp / 'scale')]), ValueError, r'--mean is on the 0-1 scale .*\[0.4902', [])
+    cases['a pretrained tag as macrl train --model'] = Case(
+        lambda: train(_cfg(folder, tmp / 'tagged', model='macrl_vit_tiny_p4_cifar.cifar10')), ValueError,
+        r'asks for pretrained weights; macrl train pretrains from a random init: .*--model macrl_vit_tiny_p4_cifar$',
+        [])
+    cases['macrl train numbers out of range (--log-every 0, --epochs 0, ...)'] = Case(
+        lambda: _cli_error(['train', '--log-every', '0', '--data', str(folder), '--out', str(tmp / 'zero')]),
+        ValueError, r'--log-every must be >= 1, got 0', [])
+    def into_another_run() -> None:  # a folder whose run left a log (and no checkpoint yet)
+        other = tmp / 'other_run'
+        other.mkdir()
+        (other / 'log.jsonl').write_text('{"step": 1, "loss": 1.0}\n')
+        train(_cfg(folder, other, resume=str(ckpt), max_steps=1))
+    cases['--resume <a checkpoint> --out <another run>'] = Case(
+        into_another_run, FileExistsError, r'holds another run \(checkpoint.pth or log.jsonl\)',
+        [ckpt, ckpt.parent / 'log.jsonl'])
+
+    def locked() -> None:  # as a second macrl train would find it: the folder's lock held by another descriptor
+        import contextlib
+        from macrl_hub.train import _lock_folder
+        with contextlib.ExitStack() as stack:
+            _lock_folder(ckpt.parent, stack)
+            train(_cfg(folder, ckpt.parent, resume='auto', max_steps=1))
+    cases['two macrl train into one --out at once'] = Case(locked, BlockingIOError,
+                                                            r'is in use by another macrl train', _files(ckpt.parent))
+    cases['--fit-budget resuming a run with a fixed schedule'] = Case(
+        lambda: train(_cfg(folder, ckpt.parent, resume='auto', fit_budget=True, time_budget='1m')), ValueError,
+        r'was not fitted to a time budget .*drop --fit-budget', _files(ckpt.parent))
+    cases['--final-knn on data without a test split'] = Case(
+        lambda: train(_cfg(folder / 'train', tmp / 'nt', final_knn=True, max_steps=1)), ValueError,
+        r'--final-knn scores on the test split, and there is none', [])
     cases['a one-channel encoder to macrl train'] = Case(
         lambda: _cli_error(['train', '--model-args', '{"in_chans": 1, "depth": 1}', '--data', str(folder),
                             '--out', str(tmp / 'gray')]), ValueError,
@@ -229,7 +259,10 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
          'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
          'a new run into a model folder (macrl train --out)', '--resume with other --data',
-         '--final-knn when test and train classes differ', '--resume of an older checkpoint with other --data']
+         '--final-knn when test and train classes differ', '--resume of an older checkpoint with other --data',
+         'a pretrained tag as macrl train --model', 'macrl train numbers out of range (--log-every 0, --epochs 0, ...)',
+         '--resume <a checkpoint> --out <another run>', 'two macrl train into one --out at once',
+         '--fit-budget resuming a run with a fixed schedule', '--final-knn on data without a test split']
 
 
 @pytest.fixture(scope='module')

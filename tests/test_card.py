@@ -283,6 +283,20 @@ def test_the_cards_train_command_reproduces_the_run(argv):
     assert _parsed(shlex.split(cmd.replace('\\\n', ' '))[2:]) == cfg, cmd
 
 
+def test_a_fitted_runs_command_gives_its_schedule_not_its_budget():
+    """A run whose schedule --fit-budget fitted (total_steps recorded) and that finished it: the card's command
+    gives --total-steps and no --time-budget, which would stop a slower machine short of the schedule (the tiny
+    cards said --time-budget 149s)."""
+    import shlex
+    from macrl_hub.card import train_command
+    cfg = _parsed(['--data', 'cifar10', '--out', 'runs/x', '--time-budget', '149s', '--fit-budget',
+                   '--total-steps', '2572'])
+    cmd = train_command(dataclasses.asdict(cfg))
+    assert '--total-steps 2572' in cmd and '--time-budget' not in cmd and '--fit-budget' not in cmd, cmd
+    assert _parsed(shlex.split(cmd.replace('\\\n', ' '))[2:]) == dataclasses.replace(cfg, time_budget='',
+                                                                                   fit_budget=False), cmd
+
+
 def test_card_of_a_run_resumed_under_max_steps_reruns_its_total(small_folder, tmp_path):
     """`--max-steps` counts per invocation: 1 step, then `--resume auto --max-steps 3`, trains 4 of a 12-step
     schedule. The log says the invocation stopped on --max-steps (not 'done'), and the card's command reruns 4."""

@@ -357,3 +357,40 @@ def test_unreadable_files_leave_no_gaps_and_a_split_that_cannot_fit_is_refused(t
                                         r'images fit at this size'):
         load_dataset(str(tmp_path / 'ds'), 'train', size=32)
     assert len(load_dataset(str(tmp_path / 'ds'), 'train', size=8)) == 10  # 10 x 192 bytes fit
+
+
+def test_an_archive_of_a_bare_class_tree_is_the_train_split_as_the_folder_is(tmp_path):
+    """`tar czf x.tgz -C data/train cat dog` (or `tar c train/`-less trees under one top folder) reads as the folder
+    does: its class folders are the train split (it was refused: "split 'train' not found ... none")."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / 'bare'
+    for c in ('cat', 'dog'):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            (root / c / f'{i}.png').write_bytes(_png(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)))
+    want = load_dataset(str(root), 'train', progress=False)
+    for name, arcname in (('classes.tar', None), ('top.tar.gz', 'mine')):
+        arc = tmp_path / name
+        with tarfile.open(arc, 'w:gz' if name.endswith('gz') else 'w') as tar:
+            for c in ('cat', 'dog'):
+                tar.add(root / c, arcname=f'{arcname}/{c}' if arcname else c)
+        got = load_dataset(str(arc), 'train', progress=False)
+        assert got.classes == want.classes == ['cat', 'dog'], name
+        assert torch.equal(got.images, want.images) and torch.equal(got.labels, want.labels), name
+        with pytest.raises(DataError, match=r"split 'test' not found .*the train split only"):
+            load_dataset(str(arc), 'test', progress=False)
+    flat = tmp_path / 'flat.tar'
+    with tarfile.open(flat, 'w') as tar:
+        tar.add(root / 'cat' / '0.png', arcname='0.png')
+    with pytest.raises(DataError, match=r'holds 1 images but no class folders'):
+        load_dataset(str(flat), 'train', progress=False)
+
+
+def test_split_names_may_be_spelled_out(tmp_path):
+    root = tmp_path / 'ds'
+    for split, v in (('train', 0), ('val', 200)):
+        (root / split / 'cat').mkdir(parents=True)
+        (root / split / 'cat' / '0.png').write_bytes(_png(np.full((8, 8, 3), v, np.uint8)))
+    for spelled, short in (('validation', 'val'), ('valid', 'val'), ('training', 'train')):
+        assert torch.equal(load_dataset(str(root), spelled, progress=False).images,
+                           load_dataset(str(root), short, progress=False).images), spelled

@@ -443,6 +443,27 @@ def test_a_model_fine_tuned_in_user_code_saves_as_a_folder_plain_timm_loads(tmp_
                       str(tmp_path / 'f'))
 
 
+def test_save_for_timm_carries_a_grayscale_or_non_square_fine_tune(tmp_path):
+    """in_chans=1 and img_size=(32, 64) fine-tunes save and rebuild in plain timm with the same outputs (they were
+    refused: the geometry recorded neither the channels nor the width)."""
+    from macrl_hub.export import save_for_timm
+    for i, kw in enumerate((dict(in_chans=1), dict(img_size=(32, 64)))):
+        torch.manual_seed(0)
+        model = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, num_classes=2, **kw).eval()
+        config = save_for_timm(model, str(tmp_path / f'm{i}'))
+        size = tuple(config['pretrained_cfg']['input_size'])
+        x = torch.randn(2, *size)
+        torch.save(x, tmp_path / f'x{i}.pt')
+        _run('import sys, torch, timm\n'
+             f'm = timm.create_model("local-dir:{tmp_path / f"m{i}"}", pretrained=True).eval()\n'
+             'assert "macrl_hub" not in sys.modules\n'
+             f'torch.save(m(torch.load({str(tmp_path / f"x{i}.pt")!r})), {str(tmp_path / f"y{i}.pt")!r})\n', {})
+        with torch.no_grad():
+            assert torch.equal(torch.load(tmp_path / f'y{i}.pt'), model(x)), kw
+        assert size == ((1, 32, 32) if i == 0 else (3, 32, 64))
+        assert len(config['pretrained_cfg']['mean']) == size[0]  # one mean per channel the model takes
+
+
 def test_save_for_timm_takes_a_model_loaded_by_its_stock_name(tmp_path):
     """A published encoder loaded the plain-timm way (`local-dir:`/`hf-hub:`: a stock vit_tiny_patch16_224 built with
     config.json's model_args) and fine-tuned saves too: the geometry read off the model includes what the stock

@@ -89,6 +89,31 @@ def test_bank_fills_and_momentum_update():
     assert int(model.bank.filled) == 8  # evaluation does not enqueue
 
 
+def test_momentum_branch_in_chunks_gives_the_whole_batch_keys_chunk_by_chunk():
+    """MACRL.momentum_chunk (what `macrl train` sets on CPU in fp32): the key branch runs on that many views at a
+    time, every view once and in order, and the keys are the whole batch's up to rounding (fp32; bf16 with
+    momentum_dtype)."""
+    from macrl_hub import macrl as macrl_mod
+    torch.manual_seed(0)
+    model = tiny_macrl()
+    x = torch.randn(10, 3, 32, 32)
+    sizes = []
+    real = macrl_mod._KeyBranch.forward
+    macrl_mod._KeyBranch.forward = lambda self, c: sizes.append(c.shape[0]) or real(self, c)
+    try:
+        for dt, tol in ((None, 1e-6), (torch.bfloat16, 2e-2)):  # bf16: 8 significant bits, as in the test below
+            model.momentum_dtype, model.momentum_chunk = dt, None
+            whole = model.forward_momentum(x)
+            model.momentum_chunk = 3
+            sizes.clear()
+            chunked = model.forward_momentum(x)
+            assert sizes == [3, 3, 3, 1], dt
+            assert chunked.shape == whole.shape and (chunked - whole).abs().max() < tol, dt
+            assert (chunked * whole).sum(1).min() > 0.9995, dt
+    finally:
+        macrl_mod._KeyBranch.forward = real
+
+
 def test_momentum_dtype_runs_the_key_branch_on_a_fresh_bf16_cast_of_the_fp32_ema():
     """MACRL.momentum_dtype (what `macrl train` sets on CPU in bf16): the key forward sees bf16 weights and
     activations, the EMA weights and the state dict stay fp32 and untouched, the keys follow the fp32 path within

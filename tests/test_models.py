@@ -74,6 +74,31 @@ def test_an_img_size_override_is_what_timm_preprocessing_sizes_for():
     assert m(x).shape == (1, 192)
 
 
+def test_the_cfg_follows_the_model_built_and_leaves_a_users_overlay_alone():
+    """Every features_only wrapper drops the handed-over weights from its cfgs (FeatureHookNet's .body kept the whole
+    checkpoint: +43 MB per pickled ViT-S/4) and the fx one says the size it was built for; a user's
+    pretrained_cfg_overlay input_size stands; in_chans=1 gets one mean and std; a model resized after creation
+    names the timm call that sizes for it."""
+    for cls in ('getter', 'hook', 'fx'):
+        m = timm.create_model('macrl_vit_tiny_p4_cifar.cifar10', pretrained=True, features_only=True,
+                              feature_cls=cls, img_size=64, out_indices=(-1,))
+        cfgs = [c for mod in m.modules() for c in (getattr(mod, 'pretrained_cfg', None),) if isinstance(c, dict)]
+        assert cfgs and all('state_dict' not in c for c in cfgs), cls
+        assert timm.data.resolve_data_config({}, model=m)['input_size'] == (3, 64, 64), cls
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, dynamic_img_size=True,
+                          pretrained_cfg_overlay=dict(input_size=(3, 48, 48)))
+    assert m.pretrained_cfg['input_size'] == (3, 48, 48)
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1, in_chans=1)
+    cfg = timm.data.resolve_data_config({}, model=m)
+    assert cfg['input_size'] == (1, 32, 32) and len(cfg['mean']) == len(cfg['std']) == 1
+    with pytest.raises(ValueError, match=r"grayscale model: read images with PIL's .convert\('L'\)"):
+        m(torch.randn(1, 3, 32, 32))
+    m = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    m.set_input_size(img_size=64)
+    with pytest.raises(ValueError, match=r'expects input \(B, 3, 64, 64\).*resolve_(input|model)_data_config'):
+        m(torch.randn(1, 3, 32, 32))
+
+
 def test_classifier_tag_builds_its_head():
     m = timm.create_model('macrl_vit_tiny_p4_cifar.cifar10_lin')
     assert m.num_classes == 10 and m.pretrained_cfg['label_names'][0] == 'airplane'

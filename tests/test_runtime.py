@@ -124,10 +124,28 @@ def test_momentum_bf16_auto_only_on_cpu_in_bf16(given, device, precision, want):
     assert got == (getattr(torch, want) if want else None)
 
 
+@pytest.mark.parametrize('arch,objective,device,precision,want', [
+    ('macrl_vit_tiny_p4_cifar', 'macrl', 'cpu', 'fp32', 48),   # 48 x 64 tokens x 192: the measured best
+    ('macrl_vit_small_p4_cifar', 'macrl', 'cpu', 'fp32', 24),  # twice as wide: half the views
+    ('macrl_vit_tiny_p4_cifar', 'moco', 'cpu', 'fp32', 48),
+    ('macrl_vit_tiny_p4_cifar', 'macrl', 'cpu', 'bf16', None),  # measured no faster in bf16
+    ('macrl_vit_tiny_p4_cifar', 'macrl', 'cuda', 'fp32', None),
+    ('macrl_vit_tiny_p4_cifar', 'mae', 'cpu', 'fp32', None)])  # no momentum branch
+def test_momentum_chunk_auto_on_cpu_in_fp32_sized_to_the_residual_stream(arch, objective, device, precision, want):
+    import timm
+    import torch
+    from macrl_hub import MACRL
+    from macrl_hub.runtime import resolve_momentum_chunk
+    with torch.device('meta'):  # shapes only
+        model = MACRL(timm.create_model(arch), objective=objective)
+    assert resolve_momentum_chunk(model, torch.device(device), precision) == want
+
+
 def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path):
     """`macrl train` without --compile is auto (None), and the trainer decides from the steps this invocation runs;
     --momentum-bf16 likewise three-way, and what the trainer resolves is what the momentum branch runs in."""
     import argparse
+    import dataclasses
     import torch
     from PIL import Image
     from macrl_hub import train as train_mod
@@ -143,7 +161,9 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
                         lambda f, d, p: mom.append((f, d.type, p)) or torch.bfloat16)
     real = train_mod.MACRL.forward_momentum
     monkeypatch.setattr(train_mod.MACRL, 'forward_momentum', lambda self, x: used.append(self.momentum_dtype)
-                        or real(self, x))
+                        or chunks.append(self.momentum_chunk) or real(self, x))
+    chunks = []
+    monkeypatch.setattr(train_mod, 'resolve_momentum_chunk', lambda m, d, p: 5)
     monkeypatch.setattr(train_mod, 'resolve_compile', lambda c, d, s: seen.append((c, d.type, s)) or c is None)
     monkeypatch.setattr(train_mod, 'compile_blocks', lambda m: compiled.append(type(m).__name__))
     data = tmp_path / 'data' / 'train'
@@ -158,6 +178,10 @@ def test_compile_flag_is_three_way_and_reaches_the_trainer(monkeypatch, tmp_path
     train_mod.train(cfg)
     assert seen == [(None, 'cpu', 3)] and compiled == ['MACRL']  # 3 steps planned of 40; the stub said compile
     assert mom == [(None, 'cpu', 'fp32')] and used == [torch.bfloat16] * 3  # the stub said bf16: every step ran it
+    assert chunks == [None] * 3  # compiled: no chunks (each chunk size would be another graph)
+    chunks.clear()
+    train_mod.train(dataclasses.replace(cfg, out=str(tmp_path / 'run2'), compile=False))
+    assert chunks == [5] * 3  # eager: the resolved chunk, every step
 
 
 @pytest.mark.parametrize('amx,avx,precision,want', [

@@ -627,3 +627,14 @@ def test_a_paper_recipe_run_from_before_pos_embed_resumes_as_it_was(small_folder
     from timm.layers import build_sincos2d_pos_embed
     pe = ck['model']['encoder.pos_embed']
     assert not torch.equal(pe[0], build_sincos2d_pos_embed([8, 8], pe.shape[-1]))  # still its own, learned
+
+
+def test_a_bank_that_holds_many_keys_of_each_image_is_pointed_out(small_folder, tmp_path, capsys):
+    """192 images, 2 keys each per epoch: a bank of 512 holds 1.3 epochs of keys, so every image meets its own
+    earlier keys (~2) among its negatives when it comes back; 128 (a third of an epoch) is not pointed out."""
+    train(_cfg(small_folder, tmp_path / 'big', max_steps=1, bank_size=512))
+    out = capsys.readouterr().out
+    assert 'holds 1.3 epochs of keys' in out and 'each image meets ~2 of its own earlier keys' in out
+    assert 'half an epoch, --bank-size 192,' in out
+    train(_cfg(small_folder, tmp_path / 'small', max_steps=1, bank_size=128))
+    assert 'of its own earlier keys' not in capsys.readouterr().out

@@ -56,7 +56,7 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp('wheel')
     src = root / 'src'  # build from a copy: an in-tree build writes build/ and *.egg-info into the checkout
     shutil.copytree(ROOT / 'macrl_hub', src / 'macrl_hub', ignore=shutil.ignore_patterns('__pycache__'))
-    for f in ('setup.cfg', 'pyproject.toml', 'README.md'):
+    for f in ('setup.cfg', 'pyproject.toml', 'README.md', 'LICENSE'):
         shutil.copy2(ROOT / f, src / f)
     pip = ['-m', 'pip', '--disable-pip-version-check', '-q']
     _run([sys.executable, *pip, 'wheel', src, '--no-deps', '--no-build-isolation', '--no-index', '-w', root / 'dist'])
@@ -81,6 +81,9 @@ def test_wheel_holds_code_only(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert 'macrl_hub/pretrained.py' in names and 'macrl_hub/download.py' in names
     assert all(n.startswith(('macrl_hub/', 'macrl_hub-')) and not n.endswith('.safetensors') for n in names)
+    # Apache-2.0 (setup.cfg, every card and pretrained_cfg) asks for its text with every copy
+    lic = [n for n in names if n.startswith('macrl_hub-') and n.endswith('LICENSE')]
+    assert lic and 'Apache License' in zipfile.ZipFile(wheel).read(lic[0]).decode()[:200]
 
 
 def test_pip_install_gets_weights_every_documented_way(installed):
