@@ -16,8 +16,8 @@ Several processes (gloo on CPU, nccl on GPU; --batch-size stays the global batch
     torchrun --nnodes=2 --node_rank=$R --master_addr=$HOST --nproc_per_node=8 -m macrl_hub.train ...
 
 Writes <out>/checkpoint.pth (atomic, `torch.load(weights_only=True)`), <out>/log.jsonl (every loss key,
-lr, momentum, img/s; `read_log` reads it back), <out>/config.json. Every option of the MACRL wrapper is a flag:
-`macrl train -h`.
+lr, momentum, img/s; `read_log` reads it back), <out>/config.json; holds an exclusive flock on <out> while it runs
+(a second `macrl train` there is refused). Every option of the MACRL wrapper is a flag: `macrl train -h`.
 """
 import argparse
 import contextlib
