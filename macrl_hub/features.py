@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from .precision import autocast, resolve_precision
-from .runtime import attention_kernel
+from .runtime import attention_kernel, views_per_chunk
 from .transforms import eval_batch
 
 __all__ = ['extract_features', 'data_config']
@@ -27,13 +27,15 @@ def extract_features(
         images: Tensor,
         device: Optional[torch.device] = None,
         precision: str = 'auto',
-        batch_size: int = 512,
+        batch_size: Optional[int] = None,
         progress: bool = True,
         desc: str = 'features',
 ) -> Tensor:
-    """images: (N, C, H, W) uint8 -> (N, D) float32 pre-logit features, in eval mode."""
+    """images: (N, C, H, W) uint8 -> (N, D) float32 pre-logit features, in eval mode. `batch_size` None: 512, or on
+    CPU in fp32 a ViT's cache-sized chunk (runtime.views_per_chunk: 48 for ViT-Ti/4, 9% faster there)."""
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
+    batch_size = batch_size or views_per_chunk(model, device, precision) or 512
     size, mean, std = data_config(model)
     was_training = model.training
     model.eval()

@@ -208,3 +208,25 @@ def test_train_step_bars_judge_the_precision_the_cpu_runs(amx, avx, precision, w
     small = dict(row, arch='macrl_vit_small_p4_cifar')  # no ViT-Ti row: said, not mislabelled
     assert 'not measured' in bars([small], dict(amx_bf16=False, avx512_bf16=avx), 'fp32', torch.device('cpu'),
                                   256)['note']
+
+
+def test_feature_extraction_batches_a_vit_in_cache_sized_chunks_on_cpu_fp32():
+    """extract_features without batch_size: a ViT on CPU in fp32 in views_per_chunk batches (forward only, like the
+    key branch), the same features as 512 at a time; any other encoder, or bf16, keeps 512."""
+    import timm
+    import torch
+    from macrl_hub.features import extract_features
+    from macrl_hub.runtime import views_per_chunk
+    torch.manual_seed(0)
+    vit = timm.create_model('macrl_vit_tiny_p4_cifar', depth=1)
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    sizes = []
+    hook = vit.patch_embed.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    chunked = extract_features(vit, images, precision='fp32', progress=False)
+    assert sizes == [48, 48, 4]
+    sizes.clear()
+    whole = extract_features(vit, images, precision='fp32', progress=False, batch_size=512)
+    hook.remove()
+    assert sizes == [100] and torch.allclose(chunked, whole, atol=1e-5)
+    assert views_per_chunk(vit, torch.device('cpu'), 'bf16') is None
+    assert views_per_chunk(timm.create_model('resnet10t'), torch.device('cpu'), 'fp32') is None
