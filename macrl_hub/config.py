@@ -121,13 +121,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse values out of range by their flag's name, before any data is read or file written (a zero
         --log-every or --accum-steps would otherwise divide by zero after the first step)."""
-        for name, (ok, what) in _RANGES.items():
+        for name, spec in _RANGES.items():
             v = getattr(self, name)
             values = v if isinstance(v, (tuple, list)) else (v,)
             if v is None or any(isinstance(x, str) for x in values):  # unset, or 'auto' (checked where it is used)
                 continue
-            if not all(ok(x) for x in values):
-                raise ValueError(f'--{name.replace("_", "-")} must be {what}, got {" ".join(map(str, values))}')
+            if not all(_within(x, spec) for x in values):
+                raise ValueError(f'--{name.replace("_", "-")} must be {spec}, got {" ".join(map(str, values))}')
         if self.on_error not in ('skip', 'raise'):
             raise ValueError(f"--on-error must be 'skip' or 'raise', got {self.on_error!r}")
 
@@ -145,42 +145,53 @@ class TrainConfig:
         return {k: getattr(self, k) for k in MACRL_KEYS}
 
 
-#: field -> (test of one value, what the message says it must be)
+#: field -> the range its values must be in, as the message says it: ">= a", "> a" or an interval "in [a, b)", then
+#: optionally what a boundary value means, in brackets
 _RANGES = {
-    'num_train': (lambda x: x >= 0, '>= 0 (0: every image)'),
-    'epochs': (lambda x: x >= 1, '>= 1'),
-    'max_steps': (lambda x: x >= 0, '>= 0 (0: no limit)'),
-    'total_steps': (lambda x: x >= 0, '>= 0 (0: epochs x steps per epoch)'),
-    'batch_size': (lambda x: x >= 1, '>= 1'),
-    'accum_steps': (lambda x: x >= 1, '>= 1'),
-    'blr': (lambda x: x > 0, '> 0'),
-    'lr': (lambda x: x > 0, '> 0'),
-    'min_lr': (lambda x: x >= 0, '>= 0'),
-    'warmup_epochs': (lambda x: x >= 0, '>= 0'),
-    'weight_decay': (lambda x: x >= 0, '>= 0'),
-    'beta2': (lambda x: 0 <= x < 1, 'in [0, 1)'),
-    'clip_grad': (lambda x: x >= 0, '>= 0 (0: off)'),
-    'momentum': (lambda x: 0 <= x <= 1, 'in [0, 1]'),
-    'decoder_dim': (lambda x: x >= 1, '>= 1'),
-    'decoder_depth': (lambda x: x >= 1, '>= 1'),
-    'decoder_heads': (lambda x: x >= 1, '>= 1'),
-    'proj_hidden_dim': (lambda x: x >= 1, '>= 1'),
-    'proj_dim': (lambda x: x >= 1, '>= 1'),
-    'bank_size': (lambda x: x >= 0, '>= 0 (0: no bank)'),
-    'temperature': (lambda x: x > 0, '> 0'),
-    'alpha': (lambda x: x >= 0, '>= 0'),
-    'drop_path': (lambda x: 0 <= x < 1, 'in [0, 1)'),
-    'crop_min': (lambda x: 0 < x <= 1, 'in (0, 1]'),
-    'solarize_p': (lambda x: 0 <= x <= 1, 'in [0, 1]'),
-    'blur_p': (lambda x: 0 <= x <= 1, 'two probabilities in [0, 1]'),
-    'threads': (lambda x: x >= 0, '>= 0 (0: cores / local processes)'),
-    'ckpt_every_min': (lambda x: x >= 0, '>= 0 (0: after every step)'),
-    'ckpt_every_epochs': (lambda x: x >= 0, '>= 0 (0: only by time and at the end)'),
-    'log_every': (lambda x: x >= 1, '>= 1'),
-    'knn_every': (lambda x: x >= 0, '>= 0 (0: off)'),
-    'knn_train': (lambda x: x >= 1, '>= 1'),
-    'knn_test': (lambda x: x >= 1, '>= 1'),
+    'num_train': '>= 0 (0: every image)',
+    'epochs': '>= 1',
+    'max_steps': '>= 0 (0: no limit)',
+    'total_steps': '>= 0 (0: epochs x steps per epoch)',
+    'batch_size': '>= 1',
+    'accum_steps': '>= 1',
+    'blr': '> 0',
+    'lr': '> 0',
+    'min_lr': '>= 0',
+    'warmup_epochs': '>= 0',
+    'weight_decay': '>= 0',
+    'beta2': 'in [0, 1)',
+    'clip_grad': '>= 0 (0: off)',
+    'momentum': 'in [0, 1]',
+    'decoder_dim': '>= 1',
+    'decoder_depth': '>= 1',
+    'decoder_heads': '>= 1',
+    'proj_hidden_dim': '>= 1',
+    'proj_dim': '>= 1',
+    'bank_size': '>= 0 (0: no bank)',
+    'temperature': '> 0',
+    'alpha': '>= 0',
+    'drop_path': 'in [0, 1)',
+    'crop_min': 'in (0, 1]',
+    'solarize_p': 'in [0, 1]',
+    'blur_p': 'in [0, 1] (each of the two probabilities)',
+    'threads': '>= 0 (0: cores / local processes)',
+    'ckpt_every_min': '>= 0 (0: after every step)',
+    'ckpt_every_epochs': '>= 0 (0: only by time and at the end)',
+    'log_every': '>= 1',
+    'knn_every': '>= 0 (0: off)',
+    'knn_train': '>= 1',
+    'knn_test': '>= 1',
 }
+
+
+def _within(x: float, spec: str) -> bool:
+    """`x` against a _RANGES spec: '>= 1', '> 0', 'in [0, 1)' (anything after the bound, e.g. '(0: off)', is a note)."""
+    m = re.match(r'in ([\[(])(\S+), (\S+)([\])])', spec)
+    if m:
+        lo, hi = float(m[2]), float(m[3])
+        return (lo <= x if m[1] == '[' else lo < x) and (x <= hi if m[4] == ']' else x < hi)
+    op, bound = spec.split()[:2]
+    return x >= float(bound) if op == '>=' else x > float(bound)
 
 
 def parse_duration(s: str) -> float:

@@ -333,14 +333,13 @@ def _collect(items: Iterable[Tuple[Tuple[str, ...], bytes]], split: str, source:
     present = set()
     for parts, data in items:
         present.update(p for p in parts[:-2] if p in SPLIT_NAMES)
-        any_split = bool(present)
+        if present and unsplit:
+            unsplit = []  # split folders after all: not a bare tree
         sc = _split_and_class(parts, aliases)
         if sc is not None:
             found.setdefault(sc[0], {}).setdefault(sc[1], []).append(('/'.join(parts), data))
-        elif not any_split and not any(map(_hidden, parts)):
+        elif not present and not any(map(_hidden, parts)):
             unsplit.append((parts, data))
-        if any_split:
-            unsplit = []
     for alias in aliases:
         if alias in found:
             return found[alias]

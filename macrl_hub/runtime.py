@@ -30,8 +30,8 @@ from typing import Iterator, Optional
 import torch
 
 __all__ = ['keep_freed_memory', 'choose_attention', 'attention_kernel', 'compile_blocks', 'eager', 'resolve_compile',
-           'COMPILE_MIN_STEPS', 'resolve_momentum_dtype', 'resolve_momentum_chunk', 'views_per_chunk', 'MOMENTUM_CHUNK_ELEMENTS',
-           'ATTENTION_MODES']
+           'COMPILE_MIN_STEPS', 'resolve_momentum_dtype', 'resolve_momentum_chunk', 'views_per_chunk',
+           'MOMENTUM_CHUNK_ELEMENTS', 'ATTENTION_MODES']
 
 ATTENTION_MODES = ('auto', 'fused', 'explicit')
 

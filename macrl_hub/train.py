@@ -287,8 +287,8 @@ def _lock_folder(out: Path, locks: contextlib.ExitStack) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise BlockingIOError(f'--out {out} is in use by another macrl train (it holds the folder\'s lock); wait for '
-                           f'it to end, or choose another --out') from None
+        raise BlockingIOError(f'--out {out} is in use by another macrl train (it holds the folder\'s lock); wait '
+                              f'for it to end, or choose another --out') from None
     except OSError:  # a file system without flock (some network mounts): run unlocked
         pass
 
@@ -696,14 +696,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _final_knn(cfg: TrainConfig, model: MACRL, train_data, test_data, out: Path, device: torch.device,
-               precision: str) -> Optional[Dict[str, Any]]:
-    """`macrl eval knn` of the encoder as trained (the split loaded once, the model still on its device)."""
-    if test_data is None:
-        print('macrl train: --final-knn needs a test split in --data; skipped')
-        return None
-    if len(train_data.classes) < 2:
-        print('macrl train: --final-knn needs at least 2 classes (one scores 100% whatever the encoder); skipped')
-        return None
+               precision: str) -> Dict[str, Any]:
+    """`macrl eval knn` of the encoder as trained (the split loaded once, the model still on its device). A test
+    split with train's classes, and at least two of them, were checked before training (`_test_split`)."""
     from .evaluate import eval_knn, eval_record, write_eval_record
     t0 = time.time()
     data = cfg.data or default_data()

@@ -638,3 +638,15 @@ def test_a_bank_that_holds_many_keys_of_each_image_is_pointed_out(small_folder, 
     assert 'half an epoch, --bank-size 192,' in out
     train(_cfg(small_folder, tmp_path / 'small', max_steps=1, bank_size=128))
     assert 'of its own earlier keys' not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(beta2=1.0), r'--beta2 must be in \[0, 1\), got 1.0'),     # open upper bound
+    (dict(crop_min=0.0), r'--crop-min must be in \(0, 1\], got 0.0'),  # open lower bound
+    (dict(blur_p=(0.5, 2.0)), r'--blur-p must be in \[0, 1\] .*got 0.5 2.0'),  # each value of a pair
+    (dict(temperature=0.0), r'--temperature must be > 0, got 0.0'),
+    (dict(alpha=float('nan')), r'--alpha must be >= 0, got nan')])
+def test_config_refuses_values_outside_the_range_its_message_states(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(**kw)
+    TrainConfig(beta2=0.0, crop_min=1.0, blur_p=(0.0, 1.0), temperature=1e-3, alpha=0.0, ckpt_every_min=0)  # bounds
