@@ -7,7 +7,7 @@ splits as a `torch.utils.data.Dataset` of `(PIL image, label)` pairs, the input 
 and of any torchvision transform.
 
 `--data` accepts:
-  cifar10 | cifar100                 torchvision, downloaded to $MACRL_DATA or ~/.cache/macrl when online
+  cifar10 | cifar100                 torchvision, downloaded to $MACRL_DATA_ROOT or ~/.cache/macrl when online
   path/to/folder                     ImageFolder: <folder>/<split>/<class>/*.jpg, or <folder>/<class>/*
   path/to/archive.tar[.gz|.xz]|.tgz  the same tree inside an archive (read without unpacking), e.g.
                                      cifar10-jpeg.tar.xz (train/<class>/*.jpg, test/...), imagenette2-160.tgz
@@ -427,6 +427,8 @@ def _iter_folder(root: Path, split: str) -> Iterable[Tuple[Tuple[str, ...], byte
 
 
 def _load_torchvision(name: str, split: str) -> ImageTensors:
+    """CIFAR-10/100 through torchvision (downloaded once to $MACRL_DATA_ROOT, default ~/.cache/macrl; 'test' is
+    torchvision's train=False), as 32x32 images in torchvision's class order."""
     import torchvision
     root = Path(os.environ.get('MACRL_DATA_ROOT', Path.home() / '.cache' / 'macrl'))
     cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
@@ -450,8 +452,13 @@ def load_dataset(spec: str, split: str = 'train', size: Optional[int] = None, on
         raise DataError('no dataset given: pass --data (cifar10, a folder or an archive) or set MACRL_DATA')
     if spec.lower() in TORCHVISION_SETS:
         ds = _load_torchvision(spec.lower(), split)
-        if size is not None and size != ds.images.shape[-1]:
-            raise DataError(f'{spec} images are 32x32; this model expects {size}x{size}')
+        if size is not None and size != ds.images.shape[-1]:  # as a folder or archive of them would be
+            _check_fits(len(ds), size, split, Path(spec))
+            images = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)  # (N, 3, size, size)
+            hwc = ds.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3)
+            for i in range(len(ds)):
+                images[i].numpy()[...] = _resize_center(hwc[i], size).transpose(2, 0, 1)
+            ds.images = images
         return ds
     path = Path(spec).expanduser()
     if not path.exists():

@@ -394,3 +394,52 @@ def test_split_names_may_be_spelled_out(tmp_path):
     for spelled, short in (('validation', 'val'), ('valid', 'val'), ('training', 'train')):
         assert torch.equal(load_dataset(str(root), spelled, progress=False).images,
                            load_dataset(str(root), short, progress=False).images), spelled
+
+
+class _FakeCIFAR10:
+    """torchvision.datasets.CIFAR10 as the download leaves it: data (N, 32, 32, 3) uint8, targets, classes."""
+    calls = []
+
+    def __init__(self, root, train=True, download=False):
+        _FakeCIFAR10.calls.append((root, train, download))
+        rng = np.random.default_rng(int(train))
+        self.data = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+        self.targets = [0, 1, 2, 0, 1, 2]
+        self.classes = ['airplane', 'automobile', 'bird']
+
+
+def test_torchvision_cifar_is_read_as_a_folder_of_its_images_would_be(tmp_path, monkeypatch):
+    """`--data cifar10` (the main job's source when online): images NCHW as torchvision stores them HWC, 'test' is
+    train=False, the download goes to $MACRL_DATA_ROOT, and at another input size the pixels are those of a folder
+    holding the same images (resized as a split is decoded; it was refused)."""
+    import torchvision
+    monkeypatch.setattr(torchvision.datasets, 'CIFAR10', _FakeCIFAR10)
+    monkeypatch.setenv('MACRL_DATA_ROOT', str(tmp_path / 'dl'))
+    _FakeCIFAR10.calls.clear()
+    d = load_dataset('cifar10', 'test')
+    assert _FakeCIFAR10.calls == [(str(tmp_path / 'dl'), False, True)]
+    ref = _FakeCIFAR10(None, train=False)
+    assert d.images.shape == (6, 3, 32, 32) and d.images.dtype == torch.uint8
+    assert torch.equal(d.images, torch.from_numpy(ref.data).permute(0, 3, 1, 2))
+    assert d.labels.tolist() == ref.targets and d.classes == ref.classes
+    assert load_dataset('CIFAR10', 'train').images.shape == (6, 3, 32, 32) and _FakeCIFAR10.calls[-1][1] is True
+
+    for i, (arr, label) in enumerate(zip(ref.data, ref.targets)):  # the same images as a folder of PNGs
+        (tmp_path / 'f' / 'test' / ref.classes[label]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / 'f' / 'test' / ref.classes[label] / f'{i}.png').write_bytes(_png(arr))
+    for size in (48, 24):
+        tv, folder = load_dataset('cifar10', 'test', size=size), load_dataset(str(tmp_path / 'f'), 'test', size=size)
+        assert tv.images.shape == (6, 3, size, size)
+        order = torch.tensor([0, 3, 1, 4, 2, 5])  # the folder lists class by class, file names in order
+        assert torch.equal(tv.images[order], folder.images) and torch.equal(tv.labels[order], folder.labels)
+
+
+def test_torchvision_cifar_offline_names_the_archive_to_pass(monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise RuntimeError('Error downloading cifar-10-python.tar.gz')
+    monkeypatch.setattr(torchvision.datasets, 'CIFAR10', offline)
+    with pytest.raises(DataError, match=r'could not get cifar10 from torchvision .*offline\? Pass --data '
+                                        r'path/to/cifar10-jpeg.tar.xz .* or set MACRL_DATA'):
+        load_dataset('cifar10', 'train')
