@@ -1,6 +1,7 @@
 """Reading and writing weight files safely: safetensors only, clear errors, atomic writes."""
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -55,10 +56,13 @@ def load_checkpoint(path: os.PathLike) -> Any:
         if 'weights_only' not in str(e):  # e.g. 'pickle data was truncated'
             raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '
                                    f'{type(e).__name__}: {e}') from None
-        why = next((ln.strip() for ln in str(e).splitlines() if ln.strip().startswith('Unsupported')), '')
-        raise WeightsFileError(f'{path} holds objects that torch.load(weights_only=True) refuses to unpickle '
-                               f'({why or type(e).__name__}); checkpoints here hold tensors and plain containers '
-                               'only') from None
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+        what = f'a pickled {found.group(1)}' if found else f'objects it refuses ({type(e).__name__})'
+        raise WeightsFileError(
+            f'{path} holds {what}, which torch.load(weights_only=True) does not unpickle: checkpoints here hold '
+            'tensors and plain containers only. A whole model saved with torch.save(model)? Save its weights '
+            'instead, torch.save(model.state_dict(), path) (or macrl_hub.export.save_for_timm(model, folder) for '
+            'a folder plain timm loads), and pass that') from None
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError) as e:
         first = str(e).strip().split('. ')[0].splitlines()[0] if str(e).strip() else ''  # torch's first sentence
         raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '

@@ -112,6 +112,12 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['truncated checkpoint (macrl train --resume)'] = Case(
         lambda: _cli_error(['train', '--resume', str(cut_ck), '--out', str(tmp / 'resumed'), '--data', str(folder)]),
         ValueError, r'cut\.pth is not a readable torch checkpoint \(truncated or corrupt\?\)', [cut_ck])
+    whole = tmp / 'whole_model.pth'
+    torch.save(model, whole)
+    cases['a whole model saved with torch.save(model) (macrl eval)'] = Case(
+        lambda: _cli_error(['eval', 'knn', '--model', str(whole), '--data', str(folder)]), ValueError,
+        r'whole_model\.pth holds a pickled timm\.models\.vision_transformer\.VisionTransformer, which torch\.load\('
+        r'weights_only=True\) does not unpickle.*torch\.save\(model\.state_dict\(\), path\)', [whole])
     unpublished = [n for n, sha in PUBLISHED.items() if not sha][:1]  # (PretrainedWeightsError, a RuntimeError)
     cases['a tag without published weights (macrl eval)'] = Case(
         lambda: _cli_error(['eval', 'knn', '--model', unpublished[0], '--data', str(folder)]), ValueError,
@@ -252,6 +258,7 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'fp16 tensor to an fp32 model', 'unknown model', 'unknown tag',
          'unknown objective', 'checkpoint from another architecture', 'text file as a checkpoint (macrl eval)',
          'empty file as a checkpoint (macrl export)', 'truncated checkpoint (macrl train --resume)',
+         'a whole model saved with torch.save(model) (macrl eval)',
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
