@@ -45,7 +45,9 @@ class TrainConfig:
     warmup_epochs: float = 10.0
     weight_decay: float = 0.01
     beta2: float = 0.95
-    clip_grad: float = 0.0
+    clip_grad: float = field(default=0.0, metadata={
+        'help': 'clip the gradients to this global L2 norm (0: off); log rows then record grad_norm, the norm '
+                'before clipping'})
     momentum: float = field(default=0.99, metadata={'help': 'EMA momentum at step 0, cosine to 1'})
     # MACRL
     objective: str = 'macrl'

@@ -572,8 +572,8 @@ def _train(cfg: TrainConfig, t_start: float, locks: contextlib.ExitStack) -> Dic
                 stop_reason = 'diverged'
                 break
             if cfg.clip_grad:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.unscale_(opt)  # logged: the norm before clipping
+                sums['grad_norm'] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad))
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)

@@ -650,3 +650,39 @@ def test_config_refuses_values_outside_the_range_its_message_states(kw, msg):
     with pytest.raises(ValueError, match=msg):
         TrainConfig(**kw)
     TrainConfig(beta2=0.0, crop_min=1.0, blur_p=(0.0, 1.0), temperature=1e-3, alpha=0.0, ckpt_every_min=0)  # bounds
+
+
+@pytest.mark.parametrize('clip', [0.0, 0.05])
+def test_clip_grad_bounds_the_gradients_the_optimizer_steps_with(small_folder, tmp_path, clip):
+    """--clip-grad c: every AdamW step sees gradients of global L2 norm <= c, and the log records the norm before
+    clipping (above c here: an untrained model's gradients are larger); without it they are left alone."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    norms = []
+
+    def hook(opt, args, kwargs):
+        grads = [p.grad for g in opt.param_groups for p in g['params'] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        train(_cfg(small_folder, tmp_path / 'run', max_steps=3, clip_grad=clip))
+    finally:
+        handle.remove()
+    rows = [r for r in read_log(tmp_path / 'run' / 'log.jsonl') if 'loss' in r and 'lr' in r]
+    assert len(norms) == 3 and len(rows) == 3
+    if clip:
+        assert max(norms) <= clip * (1 + 1e-5), norms
+        assert all(r['grad_norm'] > clip for r in rows), rows  # so the bound above was clipping's doing
+    else:
+        assert min(norms) > 0.05 and all('grad_norm' not in r for r in rows), norms
+
+
+def test_num_train_trains_on_a_subset_of_that_many_images(small_folder, tmp_path):
+    """--num-train 64 of the folder's 192 images: 64 // batch 32 = 2 steps an epoch (6 with every image), and the
+    checkpoint records 64 images, so a resume with another --num-train is refused."""
+    result = train(_cfg(small_folder, tmp_path / 'run', epochs=1, num_train=64))
+    assert result['step'] == 2
+    assert torch.load(tmp_path / 'run' / 'checkpoint.pth', weights_only=True)['data']['n_images'] == 64
+    train(_cfg(small_folder, tmp_path / 'all', epochs=1, max_steps=1))
+    assert [r['epoch'] for r in read_log(tmp_path / 'all' / 'log.jsonl') if 'lr' in r] == [1 / 6]
+    with pytest.raises(ValueError, match='num_train=64, this run asks for 96'):
+        train(_cfg(small_folder, tmp_path / 'run', epochs=1, num_train=96, resume='auto'))
