@@ -4,6 +4,7 @@ import torch
 from macrl_hub.viz import METHODS, attention_maps, capture_attention, save_grid
 
 from conftest import tiny_encoder
+from test_train import small_folder  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize('method', METHODS)
@@ -251,3 +252,51 @@ def test_compared_models_get_images_decoded_at_their_own_size(tmp_path, monkeypa
     want = eval_batch(viz._load_images([str(tmp_path / 'a.png')], 48), 48, model48.pretrained_cfg['mean'],
                       model48.pretrained_cfg['std'])
     assert torch.allclose(seen[48], want, atol=1e-6)
+
+
+def test_viz_reconstruct_from_a_training_checkpoint(tmp_path, small_folder):  # noqa: F811
+    """`macrl viz reconstruct --model checkpoint.pth`: a PNG of 4 rows (originals, masked, reconstruction,
+    reconstruction with the visible patches pasted) x --n images, 4x nearest-upscaled; the first row is the images
+    themselves, and rows 2 and 4 show them un-normalised (within rounding) on the visible patches."""
+    import numpy as np
+    from PIL import Image
+    from macrl_hub.data import load_dataset
+    from macrl_hub.train import train
+    from macrl_hub.transforms import eval_batch
+    from macrl_hub.viz import _denorm, load_macrl, main, reconstruct
+    from test_train import _cfg
+    train(_cfg(small_folder, tmp_path / 'run', max_steps=1, mean=[0.3, 0.5, 0.7], std=[0.2, 0.25, 0.3]))
+    out = main(['reconstruct', '--model', str(tmp_path / 'run' / 'checkpoint.pth'), '--data', str(small_folder),
+                '--n', '3', '--seed', '5', '--out', str(tmp_path / 'r.png')])
+    png = torch.from_numpy(np.array(Image.open(out).convert('RGB'))).permute(2, 0, 1)  # (3, 4 * 4H, 4 * n W)
+    assert png.shape == (3, 4 * 4 * 32, 4 * 3 * 32)
+    grid = png[:, ::4, ::4]
+    rows = [torch.stack(grid[:, r * 32:(r + 1) * 32].split(32, dim=2)) for r in range(4)]  # 4 x (n, 3, 32, 32)
+    images = load_dataset(str(small_folder), 'test', size=32).subset(3, seed=5).images
+    assert torch.equal(rows[0], images)
+    visible = (rows[1].int() - rows[3].int()).abs().amax(1) == 0  # masked: mean colour vs prediction
+    assert 0.15 < visible.float().mean() < 0.4  # 25% of patches are visible
+    assert (rows[3].int() - images.int()).abs().amax(1)[visible].max() <= 1  # un-normalised with the run's mean/std
+    mean, std = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)  # and the model saw the images normalised with them
+    x = eval_batch(images, 32, mean, std)
+    want = _denorm(reconstruct(load_macrl(str(tmp_path / 'run' / 'checkpoint.pth')), x,
+                               torch.Generator().manual_seed(5))[1], mean, std)
+    assert (rows[2].int() - want.int()).abs().max() <= 1
+
+
+def test_reconstruct_undoes_norm_pix_loss_targets():
+    """With norm_pix_loss the decoder predicts each patch normalised by its own mean and std (the loss's target);
+    reconstruct maps a perfect prediction back to the image's own pixels."""
+    from conftest import tiny_macrl
+    from macrl_hub.losses import reconstruction_loss
+    from macrl_hub.masking import patchify
+    from macrl_hub.viz import reconstruct
+    model = tiny_macrl(norm_pix_loss=True).eval()
+    x = torch.randn(2, 3, 32, 32) * 2 + 1
+    target = patchify(x, model.patch_size)  # (B, L, p*p*C)
+    perfect = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+    mask = torch.ones(target.shape[:2])
+    assert reconstruction_loss(perfect, target, mask, norm_pix=True) < 1e-6  # what the loss calls perfect
+    model.forward_decoder = lambda latent, ids_restore: perfect
+    _, pred, _ = reconstruct(model, x, torch.Generator().manual_seed(0))
+    assert torch.allclose(pred, x, atol=1e-4)
