@@ -175,6 +175,17 @@ def _decode_jpeg_chunk(datas: List[Tensor], size: Optional[int] = None) -> List[
     return out
 
 
+def _torchvision_decodes_jpeg() -> bool:
+    """Whether torchvision still has its batched libjpeg decoder (deprecated since torchvision 0.29 for TorchCodec's).
+    Where it is gone, JPEGs are decoded by Pillow, as the other formats are: the same pixels within rounding
+    (`tests/test_data.py`), on one core."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _shrink(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
     return arr if size is None else _resize_center(arr, size)
 
@@ -263,7 +274,7 @@ def decode_images(
             out_np[i] = arr.transpose(2, 0, 1)  # are read-only, which torch.from_numpy warns about
         ok[i] = True
 
-    jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff']
+    jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff'] if _torchvision_decodes_jpeg() else []
     jpegs = set(jpeg_idx)
     if jpeg_idx:
         with warnings.catch_warnings():  # read-only views of the files' bytes (no copy); the decoder only reads

@@ -443,3 +443,18 @@ def test_torchvision_cifar_offline_names_the_archive_to_pass(monkeypatch):
     with pytest.raises(DataError, match=r'could not get cifar10 from torchvision .*offline\? Pass --data '
                                         r'path/to/cifar10-jpeg.tar.xz .* or set MACRL_DATA'):
         load_dataset('cifar10', 'train')
+
+
+def test_jpegs_decode_without_torchvisions_decoder(tmp_path, monkeypatch):
+    """torchvision deprecated its image decoders in 0.29; where a later one has none, JPEGs go through Pillow and
+    the split comes out the same within rounding (it failed on the import)."""
+    rng = np.random.default_rng(0)
+    blobs = [_jpeg(rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)) for i in range(4)]
+    names = [f'{i}.jpg' for i in range(4)]
+    fast, kept = decode_images(blobs, names, size=32)
+    monkeypatch.setitem(sys.modules, 'torchvision.io', None)  # `from torchvision.io import ...` -> ImportError
+    with pytest.raises(ImportError):
+        from torchvision.io import decode_jpeg  # noqa: F401
+    slow, kept_slow = decode_images(blobs, names, size=32)
+    assert kept == kept_slow == [0, 1, 2, 3] and slow.shape == fast.shape == (4, 3, 32, 32)
+    assert (slow.int() - fast.int()).abs().max() <= 2
