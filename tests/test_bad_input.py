@@ -197,6 +197,19 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['a dataset with one class (macrl eval)'] = Case(
         lambda: eval_main(['knn', '--model', str(ckpt), '--data', str(one)]), ValueError,
         r'has one class \(cat\): any classifier scores 100%', _files(one))
+    other = tmp / 'other_classes'
+    for split, classes in (('train', ('cat', 'dog')), ('test', ('cat', 'fox'))):
+        for c in classes:
+            (other / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((32, 32, 3), 60 * i, np.uint8)).save(other / split / c / f'{i}.png')
+    cases['train and test splits with other classes (macrl eval)'] = Case(
+        lambda: eval_main(['linear', '--model', str(ckpt), '--data', str(other)]), ValueError,
+        r"train and test splits of .*other_classes have different classes: only in train \['dog'\], only in test "
+        r"\['fox'\]", _files(other))
+    cases['--model-args that is not JSON (macrl train)'] = Case(
+        lambda: _cli_error(['train', '--model-args', '{depth: 1}', '--data', str(folder), '--out', str(tmp / 'j')]),
+        ValueError, r"--model-args must be a JSON object, got '\{depth: 1\}'", [])
     cases['mean/std on a 0-255 scale (macrl train)'] = Case(
         lambda: _cli_error(['train', '--mean', '125', '123', '114', '--std', '63', '62', '66', '--data', str(folder),
                             '--out', str(tmp / 'scale')]), ValueError, r'--mean is on the 0-1 scale .*\[0.4902', [])
@@ -262,7 +275,8 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
-         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
+         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)', 'train and test splits with other classes (macrl eval)',
+         '--model-args that is not JSON (macrl train)',
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
          'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
          'a new run into a model folder (macrl train --out)', '--resume with other --data',
