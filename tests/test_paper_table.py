@@ -99,3 +99,32 @@ def test_a_batch_size_ablation_gets_the_same_compute(pt):
     big = pt.plan('macrl_batch_size=256', {'batch_size': 256}, base, args, 12800, ref)
     assert main['steps'] == 100 and big['steps'] == 50
     assert big['steps'] * 256 * big['flops_per_img'] == pytest.approx(main['steps'] * 128 * main['flops_per_img'])
+
+
+def _table(folder: Path, epochs: float, rows: dict, ablations=()):
+    folder.mkdir(parents=True)
+    folder.joinpath('paper_table.json').write_text(json.dumps(dict(
+        settings=dict(epochs=epochs), command='cmd',
+        rows={k: [dict(pflops=0.0 if k == 'random' else 0.15 * epochs, knn200=v[0], linear=v[1],
+                       plan_cfg=dict(seed=s)) for s, v in enumerate(vs)] for k, vs in rows.items()},
+        ablations=[(key, [dict(pflops=0.15 * epochs, knn200=v[0], linear=v[1], plan_cfg={'seed': s, key: val})
+                          for s, val, v in runs]) for key, runs in ablations])))
+    return folder
+
+
+def test_paper_summary_joins_seeds_across_folders_and_takes_differences_per_seed(tmp_path):
+    """A seed trained by a later invocation in another folder joins its row; the first folder wins where two hold
+    the same row and seed; an ablation is compared with MACRL's defaults at its own budget and seed; rows not yet
+    evaluated are left out."""
+    ps = load_script('benchmarks/paper_summary.py')
+    a = _table(tmp_path / 'e1', 1.0, {'random': [(28.0, 38.0)], 'macrl': [(30.0, 41.0), (31.0, 42.0)]},
+               [('alpha', [(0, 1.0, (33.0, 40.0))]), ('bank_size', [(0, 65536, (None, None))])])
+    b = _table(tmp_path / 'e1_seed1', 1.0, {'random': [(99.0, 99.0)]}, [('alpha', [(1, 1.0, (32.0, 41.5))])])
+    c = _table(tmp_path / 'e2', 2.0, {'macrl': [(34.0, 44.0)]}, [('alpha', [(0, 1.0, (35.5, 43.0))])])
+    text = ps.summary([a, b, c])
+    assert '| row | 1 MACRL-epoch (0.15 PFLOP) | 2 MACRL-epochs (0.30 PFLOP) |' in text
+    assert '| random init | 28.00 (seed 0) |  |' in text  # not e1_seed1's 99 for seed 0
+    assert '| MACRL, alpha=1.0 | 32.50 (33.00 / 32.00) | 35.50 (seed 0) |' in text  # kNN, seeds joined
+    assert '| MACRL, alpha=1.0 | 40.75 (40.00 / 41.50) | 43.00 (seed 0) |' in text  # linear
+    assert '| alpha=1.0 | +3.00 / -1.00 (seed 0) ; +1.00 / -0.50 (seed 1) | +1.50 / -1.00 |' in text
+    assert 'bank_size' not in text
