@@ -479,6 +479,21 @@ def test_save_for_timm_takes_a_model_loaded_by_its_stock_name(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_save_for_timm_carries_register_tokens_and_no_embed_class(tmp_path):
+    """A stock ViT with register tokens and position embeddings only on the patches (timm's *_reg4_* models) saves
+    and rebuilds in plain timm with the same outputs."""
+    from macrl_hub.export import save_for_timm
+    torch.manual_seed(0)
+    model = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=1, reg_tokens=4,
+                              no_embed_class=True, num_classes=2).eval()
+    config = save_for_timm(model, str(tmp_path / 'reg'))
+    assert config['model_args']['reg_tokens'] == 4 and config['model_args']['no_embed_class'] is True
+    again = timm.create_model(f'local-dir:{tmp_path / "reg"}', pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
 def test_push_points_every_hub_id_of_a_card_at_its_repo():
     """push rewrites each quoted 'hf-hub:<id>' of the card's code, whatever an older export put there (an id with
     spaces was skipped, so the pushed card's code named a repo that cannot exist)."""
