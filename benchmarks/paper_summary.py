@@ -13,24 +13,38 @@ brackets), and each ablation's difference from MACRL's defaults at the same budg
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 MAIN = ('random', 'macrl', 'mae', 'moco')
 LABELS = {'random': 'random init', 'macrl': 'MACRL (alpha 0.1)', 'mae': 'MAE', 'moco': 'MoCo'}
 
 Entry = Tuple[float, float]  # (kNN k=200, linear) top-1 in %
+#: what must agree between two tables for their rows to share a column (besides the budget, `epochs`)
+SAME = ('n_train', 'equal', 'probe_epochs', 'eval_train', 'eval_test')
+SAME_BASE = ('model', 'model_args', 'num_train', 'batch_size', 'blr', 'bank_size', 'alpha')
+
+
+def _protocol(settings: dict) -> dict:
+    return dict({k: settings.get(k) for k in SAME}, **{k: settings.get('base', {}).get(k) for k in SAME_BASE})
 
 
 def collect(folders: List[Path]) -> Tuple[Dict[float, Dict[str, Dict[int, Entry]]], Dict[float, float]]:
     """{budget epochs: {row label: {seed: (knn200, linear)}}} and {budget epochs: PFLOP per row}."""
     table: Dict[float, Dict[str, Dict[int, Entry]]] = {}
     pflops: Dict[float, float] = {}
+    protocol: Dict[float, Tuple[Path, dict]] = {}
     for folder in folders:
         path = folder / 'paper_table.json' if folder.is_dir() else folder
         if not path.is_file():
             raise SystemExit(f'paper_summary: {path} not found (give folders written by paper_table.py --out)')
         d = json.loads(path.read_text())
         budget = float(d['settings']['epochs'])
+        first, same = protocol.setdefault(budget, (path, _protocol(d['settings'])))
+        differ = {k: (same[k], v) for k, v in _protocol(d['settings']).items() if v != same[k]}
+        if differ:  # another protocol (data, model, evaluation): its rows are not the same measurement
+            raise SystemExit(f'paper_summary: {path} and {first} both train {budget:g} MACRL-epochs but differ in '
+                             + ', '.join(f'{k} ({a!r} vs {b!r})' for k, (a, b) in differ.items())
+                             + ': summarise them separately')
         rows = [(name, r) for name, rs in d['rows'].items() for r in rs]
         rows += [(f'{key}={r["plan_cfg"][key]}', r) for key, rs in d['ablations'] for r in rs]
         for label, r in rows:
@@ -44,7 +58,7 @@ def collect(folders: List[Path]) -> Tuple[Dict[float, Dict[str, Dict[int, Entry]
 
 
 def _cell(by_seed: Dict[int, Entry], i: int) -> str:
-    """Metric i (0: kNN k=200, 1: linear) as 'mean (seed 0 / seed 1)', or 'value (seed s)' for one seed."""
+    """Metric i (0: kNN k=200, 1: linear) as 'mean (seed 0 / seed 1 ...)', or 'value (seed s)' for one seed."""
     seeds = sorted(by_seed)
     mean = sum(by_seed[s][i] for s in seeds) / len(seeds)
     if len(seeds) == 1:
@@ -58,8 +72,10 @@ def summary(folders: List[Path]) -> str:
     head = ' | '.join(f'{b:g} MACRL-epoch{"s" if b != 1 else ""} ({pflops.get(b, 0):.2f} PFLOP)' for b in budgets)
     labels = list(MAIN) + sorted({k for b in budgets for k in table[b] if k not in MAIN})
     lines: List[str] = []
+    seeds = sorted({s for b in budgets for row in table[b].values() for s in row})
     for i, metric in enumerate(('kNN k=200', 'linear probe')):
-        lines += [f'{metric} top-1 (%), mean of the seeds (seed 0 / seed 1):', '', f'| row | {head} |',
+        lines += [f'{metric} top-1 (%), mean of the seeds (' + ' / '.join(f'seed {s}' for s in seeds) + '):', '',
+                  f'| row | {head} |',
                   '|---|' + '---|' * len(budgets)]
         for label in labels:
             cells = [_cell(table[b][label], i) if label in table[b] else '' for b in budgets]
@@ -74,13 +90,13 @@ def summary(folders: List[Path]) -> str:
         for b in budgets:
             base, mine = table[b].get('macrl', {}), table[b].get(label, {})
             seeds = sorted(set(base) & set(mine))
-            cells.append(' ; '.join(f'{mine[s][0] - base[s][0]:+.2f} / {mine[s][1] - base[s][1]:+.2f}'
-                                    + ('' if len(seeds) == 1 else f' (seed {s})') for s in seeds))
+            cells.append(' ; '.join(f'{mine[s][0] - base[s][0]:+.2f} / {mine[s][1] - base[s][1]:+.2f} (seed {s})'
+                                    for s in seeds))
         lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None) -> str:
+def main(argv: Optional[List[str]] = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('folders', nargs='+', type=Path)
     p.add_argument('--out', type=Path, default=None, help='also write the tables to this Markdown file')

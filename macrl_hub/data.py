@@ -248,7 +248,8 @@ def decode_images(
 ) -> Tuple[Tensor, List[int]]:
     """Decode encoded images to a (N_ok, 3, S, S) uint8 tensor; returns it and the indices kept.
 
-    JPEGs go through torchvision's batched libjpeg decoder; anything else (PNG, grayscale, RGBA,
+    JPEGs go through torchvision's batched libjpeg decoder (Pillow where torchvision no longer has it, or for a
+    file it cannot decode); anything else (PNG, grayscale, RGBA,
     16-bit, CMYK) through Pillow, converted to RGB. Images not `size` x `size` are resized (shorter side)
     and center-cropped as each is decoded, so memory follows `size`, not the originals (the encoded files are held
     until the end). With size=None: S is the smallest shorter side among the images, and each is center-cropped
@@ -515,7 +516,7 @@ def _check_fits(n: int, size: Optional[int], split: str, path: Path) -> None:
     raise DataError(f'split {split!r} of {path}: {n} images at {size}x{size} take {split_bytes(n, size) / gib:.1f} GiB '
                     f'in memory (a split is decoded once and held as one uint8 tensor), and this machine has '
                     f'{avail / gib:.1f} GiB available (each training process holds its own copy). About {fits} images '
-                    f'fit at this size: train on a subset of the folder, or at a smaller input size')
+                    f'fit at this size: train on a subset of the images, or at a smaller input size')
 
 
 class ImageDataset(torch.utils.data.Dataset):

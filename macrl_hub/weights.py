@@ -36,6 +36,10 @@ def load_safetensors(path: os.PathLike) -> Dict[str, torch.Tensor]:
         raise WeightsFileError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from None
 
 
+#: where a pickled class means a whole model was saved (torch.save(model)), not a checkpoint dict
+_MODEL_MODULES = ('torch.nn.', 'timm.', 'macrl_hub.', 'torchvision.models.', 'transformers.', 'open_clip.')
+
+
 def load_checkpoint(path: os.PathLike) -> Any:
     """`torch.load(path, weights_only=True)` to CPU; a file that is not a readable torch checkpoint (text, empty,
     truncated, a pickle of other objects, safetensors) gets one WeightsFileError naming the file and the problem."""
@@ -57,12 +61,17 @@ def load_checkpoint(path: os.PathLike) -> Any:
             raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '
                                    f'{type(e).__name__}: {e}') from None
         found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
-        what = f'a pickled {found.group(1)}' if found else f'objects it refuses ({type(e).__name__})'
-        raise WeightsFileError(
-            f'{path} holds {what}, which torch.load(weights_only=True) does not unpickle: checkpoints here hold '
-            'tensors and plain containers only. A whole model saved with torch.save(model)? Save its weights '
-            'instead, torch.save(model.state_dict(), path) (or macrl_hub.export.save_for_timm(model, folder) for '
-            'a folder plain timm loads), and pass that') from None
+        name = found.group(1) if found else ''
+        what = f'a pickled {name}' if name else f'objects it refuses ({type(e).__name__})'
+        if name.startswith(_MODEL_MODULES):  # torch.save(model): the module itself, not its weights
+            fix = ('a whole model saved with torch.save(model)? Save its weights instead, '
+                   'torch.save(model.state_dict(), path) (or macrl_hub.export.save_for_timm(model, folder) for a '
+                   'folder plain timm loads), and pass that')
+        else:  # e.g. another trainer's checkpoint dict with its argparse.Namespace or numpy scalars beside the weights
+            fix = ('if the file is yours or you trust it, load it with torch.load(path, weights_only=False) and save '
+                   'the weights alone (e.g. torch.save(ck["model"], path); a whole model: model.state_dict())')
+        raise WeightsFileError(f'{path} holds {what}, which torch.load(weights_only=True) does not unpickle: '
+                               f'checkpoints here hold tensors and plain containers only; {fix}') from None
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError) as e:
         first = str(e).strip().split('. ')[0].splitlines()[0] if str(e).strip() else ''  # torch's first sentence
         raise WeightsFileError(f'{path} is not a readable torch checkpoint (truncated or corrupt?): '

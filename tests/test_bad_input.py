@@ -117,7 +117,8 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
     cases['a whole model saved with torch.save(model) (macrl eval)'] = Case(
         lambda: _cli_error(['eval', 'knn', '--model', str(whole), '--data', str(folder)]), ValueError,
         r'whole_model\.pth holds a pickled timm\.models\.vision_transformer\.VisionTransformer, which torch\.load\('
-        r'weights_only=True\) does not unpickle.*torch\.save\(model\.state_dict\(\), path\)', [whole])
+        r'weights_only=True\) does not unpickle.*a whole model saved with torch\.save\(model\)\? .*'
+        r'torch\.save\(model\.state_dict\(\), path\)', [whole])
     unpublished = [n for n, sha in PUBLISHED.items() if not sha][:1]  # (PretrainedWeightsError, a RuntimeError)
     cases['a tag without published weights (macrl eval)'] = Case(
         lambda: _cli_error(['eval', 'knn', '--model', unpublished[0], '--data', str(folder)]), ValueError,
@@ -275,8 +276,8 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
-         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)', 'train and test splits with other classes (macrl eval)',
-         '--model-args that is not JSON (macrl train)',
+         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
+         'train and test splits with other classes (macrl eval)', '--model-args that is not JSON (macrl train)',
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
          'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
          'a new run into a model folder (macrl train --out)', '--resume with other --data',
@@ -330,3 +331,15 @@ def test_export_overwrite_replaces_only_its_own_files(setting, tmp_path):
            overwrite=True)
     assert sorted(p.name for p in mine.iterdir()) == ['NOTES.txt', 'README.md', 'config.json', 'model.safetensors']
     assert 'training_curve.png' not in (mine / 'README.md').read_text()
+
+
+def test_a_checkpoint_dict_with_other_objects_is_not_called_a_whole_model(tmp_path):
+    """Another trainer's checkpoint (MAE's and DINO's keep an argparse.Namespace beside the weights) gets the way to
+    load it once and keep the weights, not the whole-model advice."""
+    import argparse
+    from macrl_hub.weights import WeightsFileError, load_checkpoint
+    path = tmp_path / 'mae_checkpoint.pth'
+    torch.save({'model': {'w': torch.zeros(2)}, 'args': argparse.Namespace(lr=1e-3)}, path)
+    with pytest.raises(WeightsFileError, match=r'holds a pickled argparse\.Namespace, .*weights_only=False') as e:
+        load_checkpoint(path)
+    assert 'whole model saved' not in str(e.value)

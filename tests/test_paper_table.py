@@ -126,5 +126,19 @@ def test_paper_summary_joins_seeds_across_folders_and_takes_differences_per_seed
     assert '| random init | 28.00 (seed 0) |  |' in text  # not e1_seed1's 99 for seed 0
     assert '| MACRL, alpha=1.0 | 32.50 (33.00 / 32.00) | 35.50 (seed 0) |' in text  # kNN, seeds joined
     assert '| MACRL, alpha=1.0 | 40.75 (40.00 / 41.50) | 43.00 (seed 0) |' in text  # linear
-    assert '| alpha=1.0 | +3.00 / -1.00 (seed 0) ; +1.00 / -0.50 (seed 1) | +1.50 / -1.00 |' in text
+    assert '| alpha=1.0 | +3.00 / -1.00 (seed 0) ; +1.00 / -0.50 (seed 1) | +1.50 / -1.00 (seed 0) |' in text
     assert 'bank_size' not in text
+
+
+def test_paper_summary_refuses_to_join_tables_of_another_protocol(tmp_path):
+    """Two tables of one budget but other data (or model, batch, evaluation...) are not the same measurement: a
+    6,400-image table beside a full one is refused by name, not averaged into its rows."""
+    ps = load_script('benchmarks/paper_summary.py')
+    full = _table(tmp_path / 'full', 1.0, {'macrl': [(30.0, 41.0)]})
+    small = _table(tmp_path / 'small', 1.0, {'macrl': [(20.0, 30.0), (21.0, 31.0)]})
+    data = json.loads((small / 'paper_table.json').read_text())
+    data['settings']['n_train'] = 6400
+    (small / 'paper_table.json').write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r'small/paper_table.json and .*full/paper_table.json both train 1 '
+                                         r'MACRL-epochs but differ in n_train \(None vs 6400\)'):
+        ps.summary([full, small])
