@@ -154,6 +154,10 @@ def _cases(tmp: Path, ckpt: Path, folder: Path) -> dict:
             '--out', str(ft)]
     cases['fine-tune into a folder holding its checkpoint'] = Case(lambda: eval_main(tune), FileExistsError,
                                                                    r'--resume', _files(ft))
+    cases['fine-tune --batch-size larger than the train split (macrl eval)'] = Case(
+        lambda: eval_main(['finetune', '--model', str(ckpt), '--data', str(folder), '--epochs', '1', '--batch-size',
+                           '512', '--out', str(tmp / 'ft_big')]), ValueError,
+        r'--batch-size 512 is larger than the train split \(192 images\)', [])
     model_dir = tmp / 'model_folder'  # what `macrl export` / `macrl download` leave: a user's model
     model_dir.mkdir()
     (model_dir / 'model.safetensors').write_bytes(b'weights')
@@ -276,7 +280,8 @@ CASES = ['corrupt JPEG, --on-error raise', 'truncated archive', 'grayscale / RGB
          'a tag without published weights (macrl eval)', 'pickle offered as published weights',
          'contradictory flags (--objective mae --bank-size)', 'new run into a folder holding a checkpoint',
          'export over an existing model folder', 'fine-tune into a folder holding its checkpoint',
-         'fine-tune --resume with another --lr', 'a dataset with one class (macrl eval)',
+         'fine-tune --resume with another --lr', 'fine-tune --batch-size larger than the train split (macrl eval)',
+         'a dataset with one class (macrl eval)',
          'train and test splits with other classes (macrl eval)', '--model-args that is not JSON (macrl train)',
          'mean/std on a 0-255 scale (macrl train)', 'export --name with a space or a slash',
          'a one-channel encoder to macrl train', 'fine-tune --out into a model folder',
