@@ -157,8 +157,12 @@ def _counted(items: Iterable[Any], bar: Any) -> Iterable[Any]:
 
 def _decode_jpeg_chunk(datas: List[Tensor], size: Optional[int] = None) -> List[Optional[np.ndarray]]:
     """(H, W, 3) uint8 arrays, each brought to `size` as soon as it is decoded (a full-resolution photo is
-    ~36 MB: a folder of them must never be held at full size all at once); None = bad file."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+    ~36 MB: a folder of them must never be held at full size all at once); None = not decoded here (a bad file,
+    or a torchvision without this decoder: deprecated since 0.29 for TorchCodec's), which Pillow then tries."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return [None] * len(datas)
     try:
         decoded: List[Optional[Tensor]] = list(decode_jpeg(datas, mode=ImageReadMode.RGB))
     except RuntimeError:  # one bad file fails the batch: fall back to one by one
@@ -173,17 +177,6 @@ def _decode_jpeg_chunk(datas: List[Tensor], size: Optional[int] = None) -> List[
         out.append(None if t is None else _shrink(t.permute(1, 2, 0).numpy(), size))
         decoded[i] = None  # the full-size tensor goes as soon as its small copy exists
     return out
-
-
-def _torchvision_decodes_jpeg() -> bool:
-    """Whether torchvision still has its batched libjpeg decoder (deprecated since torchvision 0.29 for TorchCodec's).
-    Where it is gone, JPEGs are decoded by Pillow, as the other formats are: the same pixels within rounding
-    (`tests/test_data.py`), on one core."""
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _shrink(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
@@ -275,7 +268,7 @@ def decode_images(
             out_np[i] = arr.transpose(2, 0, 1)  # are read-only, which torch.from_numpy warns about
         ok[i] = True
 
-    jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff'] if _torchvision_decodes_jpeg() else []
+    jpeg_idx = [i for i, b in enumerate(blobs) if b[:3] == b'\xff\xd8\xff']
     jpegs = set(jpeg_idx)
     if jpeg_idx:
         with warnings.catch_warnings():  # read-only views of the files' bytes (no copy); the decoder only reads
