@@ -39,8 +39,9 @@ def collect(folders: List[Path]) -> Tuple[Dict[float, Dict[str, Dict[int, Entry]
             raise SystemExit(f'paper_summary: {path} not found (give folders written by paper_table.py --out)')
         d = json.loads(path.read_text())
         budget = float(d['settings']['epochs'])
-        first, same = protocol.setdefault(budget, (path, _protocol(d['settings'])))
-        differ = {k: (same[k], v) for k, v in _protocol(d['settings']).items() if v != same[k]}
+        mine = _protocol(d['settings'])
+        first, same = protocol.setdefault(budget, (path, mine))
+        differ = {k: (same[k], v) for k, v in mine.items() if v != same[k]}
         if differ:  # another protocol (data, model, evaluation): its rows are not the same measurement
             raise SystemExit(f'paper_summary: {path} and {first} both train {budget:g} MACRL-epochs but differ in '
                              + ', '.join(f'{k} ({a!r} vs {b!r})' for k, (a, b) in differ.items())
@@ -89,9 +90,8 @@ def summary(folders: List[Path]) -> str:
         cells = []
         for b in budgets:
             base, mine = table[b].get('macrl', {}), table[b].get(label, {})
-            seeds = sorted(set(base) & set(mine))
             cells.append(' ; '.join(f'{mine[s][0] - base[s][0]:+.2f} / {mine[s][1] - base[s][1]:+.2f} (seed {s})'
-                                    for s in seeds))
+                                    for s in sorted(set(base) & set(mine))))
         lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
